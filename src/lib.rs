@@ -1,0 +1,109 @@
+//! Keeps a client connection alive for any tower `MakeService`.
+//!
+//! [`Reconnect`] connects through a `MakeService` (a `Service<Target>` whose
+//! response is the connection, itself a `Service<Request>`), bounds each
+//! attempt with a connect timeout, retries with jittered backoff when the
+//! peer is away, and either fails fast or waits while it is (your choice).
+//! [`ConnectionWatch`], built on [`tokio::sync::watch`], lets anyone see
+//! whether the service is connected, why not, and when the next attempt is,
+//! and `await` the connection.
+//!
+//! # Example
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! use std::{convert::Infallible, time::Duration};
+//! use redial::{Backoff, ReconnectLayer};
+//! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+//!
+//! // Any MakeService: here a "connection" that doubles numbers.
+//! let make = service_fn(|_addr: &'static str| async {
+//!     Ok::<_, Infallible>(service_fn(|n: u64| async move { Ok::<_, Infallible>(n * 2) }))
+//! });
+//!
+//! let layer = ReconnectLayer::new("127.0.0.1:4000")
+//!     .connect_timeout(Duration::from_secs(5))
+//!     .backoff(Backoff::exponential(Duration::from_secs(1), Duration::from_secs(60)));
+//! let mut svc = ServiceBuilder::new().layer(layer).service(make);
+//! let watch = svc.watch();
+//!
+//! let answer = svc.ready().await?.call(21).await?;
+//! assert_eq!(answer, 42);
+//! assert!(watch.is_connected());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The states
+//!
+//! A service starts [`Idle`](Phase::Idle) and makes its first attempt
+//! ([`Connecting`](Phase::Connecting)) when a request asks for readiness. A
+//! failed attempt or a lost connection makes it
+//! [`Disconnected`](Phase::Disconnected), with the cause and the time of the
+//! next attempt; that phase is sticky, reported while further attempts run,
+//! until the service is [`Connected`](Phase::Connected) again. Dropping the
+//! service, or giving up after [`max_attempts`](ReconnectLayer::max_attempts),
+//! makes it [`Closed`](Phase::Closed) for good. See [`Reconnect`] for what
+//! `poll_ready` and `call` do in each.
+//!
+//! # Timing
+//!
+//! - The connect timeout (default 30 s) bounds the whole attempt, handshake
+//!   included.
+//! - A retry delay counts from the start of the failed attempt, as in gRPC:
+//!   an attempt that overran its delay is followed at once by the next.
+//! - The schedule ([`Backoff`], default 2 s ×1.6 up to 120 s, ±20 % jitter)
+//!   starts afresh only when a connection proves itself by staying up for at
+//!   least the first retry delay; the first reconnect after losing such a
+//!   connection is immediate. A connection that dies sooner counts as a
+//!   failed attempt, so a peer that accepts and closes is dialled on the
+//!   growing schedule, never in a loop.
+//! - While waiting, the only wake-up is the retry timer.
+//!
+//! # Where the specification is silent
+//!
+//! - After a *proven* connection is lost, the watch shows `Disconnected` (the
+//!   loss, counted in [`disconnects`](ConnectionState::disconnects)) and then
+//!   `Connecting` for the immediate reconnect, during which requests wait, as
+//!   they wait for the first connection: a server closing an idle connection
+//!   costs no request an error. If that attempt fails, `Disconnected` sticks.
+//! - `poll_ready` answers an error only once the service is closed; a
+//!   lazy `Reconnect` can only close by giving up, so that error is
+//!   [`GaveUp`](error::GaveUp).
+//! - A [`Backoff`] of your own that runs out of delays gives up, as
+//!   `max_attempts` does.
+//!
+//! # With `tower::buffer` and `tower::balance`
+//!
+//! `Reconnect` has one owner and is driven by its `poll_ready`. Share it
+//! across tasks with [`tower::buffer::Buffer`]; under
+//! `tower::balance::p2c::Balance`, use
+//! [`wait_for_ready(true)`](ReconnectLayer::wait_for_ready) so that a dead
+//! endpoint is skipped rather than failing requests.
+//!
+//! # Minimum supported Rust version
+//!
+//! 1.85, as declared in `Cargo.toml` (tokio's).
+
+#![warn(
+    missing_debug_implementations,
+    missing_docs,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![forbid(unsafe_code)]
+#![doc(test(attr(deny(warnings))))]
+
+mod backoff;
+pub mod error;
+pub mod future;
+mod layer;
+mod service;
+mod state;
+mod watch;
+
+pub use backoff::{Backoff, Delays};
+pub use layer::ReconnectLayer;
+pub use service::Reconnect;
+pub use watch::{ConnectionState, ConnectionWatch, Phase};

@@ -1,0 +1,230 @@
+use std::{
+    fmt,
+    future::Future,
+    task::{Context, Poll},
+};
+
+use tower::{BoxError, Service};
+
+use crate::{
+    error::{cause, ConnectFailed, ConnectTimeout, NotReady},
+    future::ResponseFuture,
+    layer::Config,
+    state::{Machine, State},
+    watch::ConnectionWatch,
+};
+
+/// A [`Service`] that connects through a `MakeService`, bounds each attempt
+/// with a connect timeout, reconnects with backoff when the connection is
+/// lost, and publishes its state on a [`ConnectionWatch`].
+///
+/// It is lazy and poll-driven, like `tower::reconnect::Reconnect`: nothing
+/// happens until `poll_ready` is called, and a retry starts on the first
+/// `poll_ready` at or after its time. It has a single owner; put it under
+/// [`tower::buffer::Buffer`] to share it.
+///
+/// # Readiness
+///
+/// | phase | `poll_ready` |
+/// |---|---|
+/// | `Idle`, `Connecting` | `Pending`: the request waits for the attempt, at most the connect timeout |
+/// | `Connected` | the connection's `poll_ready`; its `Err` means the connection is gone, and the same call goes on to reconnect |
+/// | `Disconnected` | fail fast (default): `Ready(Ok)`, and `call` returns [`Unavailable`](crate::error::Unavailable) at once without dialling; with `wait_for_ready(true)`: `Pending` until connected |
+/// | `Closed` | `Err(`[`GaveUp`](crate::error::GaveUp)`)`, final |
+///
+/// The error `call` returns always describes the state at the moment of the
+/// call, never an earlier attempt. A request is never resent on a new
+/// connection: reconnecting is not retrying.
+///
+/// Calling `call` without a `Ready(Ok)` from `poll_ready` first returns a
+/// [`NotReady`] error instead of panicking.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower::BoxError> {
+/// use std::convert::Infallible;
+/// use redial::Reconnect;
+/// use tower::{service_fn, ServiceExt};
+///
+/// // A make service: target -> connection (here, a service that echoes).
+/// let make = service_fn(|addr: &'static str| async move {
+///     Ok::<_, Infallible>(service_fn(move |req: String| async move {
+///         Ok::<_, Infallible>(format!("{addr} says {req}"))
+///     }))
+/// });
+/// let svc = Reconnect::new(make, "127.0.0.1:4000");
+/// assert_eq!(svc.oneshot("hi".into()).await?, "127.0.0.1:4000 says hi");
+/// # Ok(())
+/// # }
+/// ```
+pub struct Reconnect<M, T>
+where
+    M: Service<T>,
+{
+    make: M,
+    target: T,
+    machine: Machine<M::Future, M::Response>,
+}
+
+// ===== impl Reconnect =====
+
+impl<M, T> Reconnect<M, T>
+where
+    M: Service<T>,
+{
+    /// A service that connects to `target` through `make`, with the default
+    /// settings of [`ReconnectLayer::new`](crate::ReconnectLayer::new). Use
+    /// the layer to change them.
+    pub fn new(make: M, target: T) -> Self {
+        Self::with_config(make, target, Config::default())
+    }
+
+    #[track_caller]
+    pub(crate) fn with_config(make: M, target: T, config: Config) -> Self {
+        if let Err(err) = config.validate() {
+            panic!("invalid redial configuration: {err}");
+        }
+        Self {
+            make,
+            target,
+            machine: Machine::new(config),
+        }
+    }
+
+    /// A watch on this service's connection state; it outlives the service.
+    pub fn watch(&self) -> ConnectionWatch {
+        self.machine.watch()
+    }
+
+    /// Starts the backoff schedule afresh and, if a retry is waiting, makes
+    /// it due now: the next `poll_ready` dials. Use it when you learn the
+    /// peer is back (gRPC's `ResetConnectBackoff`).
+    pub fn reset_backoff(&mut self) {
+        self.machine.reset_backoff();
+    }
+
+    /// Drops the current connection, as if its `poll_ready` had failed (the
+    /// seed's `_set_connected(0)`): the watch shows it, and the next
+    /// `poll_ready` reconnects. Does nothing when not connected.
+    pub fn mark_disconnected(&mut self)
+    where
+        T: fmt::Debug,
+    {
+        self.machine.lost(None, &self.target);
+    }
+
+    /// The make service.
+    pub fn get_ref(&self) -> &M {
+        &self.make
+    }
+
+    /// The make service, mutably.
+    pub fn get_mut(&mut self) -> &mut M {
+        &mut self.make
+    }
+
+    /// The make service; the connection is dropped and the watch shows
+    /// `Closed`.
+    pub fn into_inner(self) -> M {
+        self.make
+    }
+
+    /// The target this service connects to.
+    pub fn target(&self) -> &T {
+        &self.target
+    }
+}
+
+impl<M, T, S, Req> Service<Req> for Reconnect<M, T>
+where
+    M: Service<T, Response = S>,
+    M::Error: Into<BoxError>,
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    T: Clone + fmt::Debug,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let m = &mut self.machine;
+        loop {
+            if let Some(fatal) = m.reported_lost() {
+                m.lost(Some(fatal), &self.target);
+            }
+            match &mut m.state {
+                State::Connected { svc } => {
+                    match svc.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {
+                            m.ready = true;
+                            return Poll::Ready(Ok(()));
+                        }
+                        Poll::Ready(Err(e)) => m.lost(Some(cause(e)), &self.target),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                State::Idle => m.start_attempt(&self.target),
+                State::Preparing => {
+                    match self.make.poll_ready(cx) {
+                        Poll::Ready(Ok(())) => {
+                            let fut = self.make.call(self.target.clone());
+                            m.state = State::Connecting { fut: Box::pin(fut) };
+                        }
+                        Poll::Ready(Err(e)) => {
+                            m.attempt_failed(cause(ConnectFailed::new(e)), &self.target)
+                        }
+                        Poll::Pending if m.poll_timer(cx).is_ready() => {
+                            let timeout = ConnectTimeout::new(m.config.connect_timeout);
+                            m.attempt_failed(cause(timeout), &self.target);
+                        }
+                        Poll::Pending => return m.pending(),
+                    }
+                }
+                State::Connecting { fut } => match fut.as_mut().poll(cx) {
+                    Poll::Ready(Ok(svc)) => m.connected(svc, &self.target),
+                    Poll::Ready(Err(e)) => {
+                        m.attempt_failed(cause(ConnectFailed::new(e)), &self.target)
+                    }
+                    Poll::Pending if m.poll_timer(cx).is_ready() => {
+                        let timeout = ConnectTimeout::new(m.config.connect_timeout);
+                        m.attempt_failed(cause(timeout), &self.target);
+                    }
+                    Poll::Pending => return m.pending(),
+                },
+                State::Disconnected { retry_at } => {
+                    // The clock decides; the timer only wakes us.
+                    if tokio::time::Instant::now() >= *retry_at || m.poll_timer(cx).is_ready() {
+                        m.start_attempt(&self.target);
+                    } else {
+                        return m.pending();
+                    }
+                }
+                State::Closed { error } => return Poll::Ready(Err(error.clone().into())),
+            }
+        }
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let m = &mut self.machine;
+        if !std::mem::take(&mut m.ready) {
+            return ResponseFuture::failed(NotReady::new());
+        }
+        match &mut m.state {
+            State::Connected { svc } => ResponseFuture::new(svc.call(req), m.report()),
+            State::Closed { error } => ResponseFuture::failed(error.clone()),
+            _ => ResponseFuture::failed(m.unavailable()),
+        }
+    }
+}
+
+impl<M, T> fmt::Debug for Reconnect<M, T>
+where
+    M: Service<T>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.machine.fmt(f)
+    }
+}
