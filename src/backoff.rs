@@ -292,7 +292,10 @@ impl fmt::Debug for Delays {
         match &self.kind {
             DelaysKind::Exponential { params, next, .. } => f
                 .debug_struct("Delays")
-                .field("next", &Duration::try_from_secs_f64(*next).unwrap_or(params.max))
+                .field(
+                    "next",
+                    &Duration::try_from_secs_f64(*next).unwrap_or(params.max),
+                )
                 .field("max", &params.max)
                 .field("jitter", &params.jitter)
                 .finish(),
@@ -336,8 +339,18 @@ mod tests {
     fn default_is_the_seed_schedule_without_jitter() {
         let delays: Vec<_> = Backoff::default().jitter(0.0).iter().take(12).collect();
         let expected = secs(&[
-            2.0, 3.2, 5.12, 8.192, 13.1072, 20.97152, 33.554432, 53.6870912, 85.89934592, 120.0,
-            120.0, 120.0,
+            2.0,
+            3.2,
+            5.12,
+            8.192,
+            13.1072,
+            20.97152,
+            33.554432,
+            53.6870912,
+            85.89934592,
+            120.0,
+            120.0,
+            120.0,
         ]);
         assert_eq!(delays, expected);
     }

@@ -305,7 +305,10 @@ impl fmt::Display for ConfigError {
                 "backoff initial delay ({initial:?}) must not exceed its max delay ({max:?})"
             ),
             Self::Multiplier(m) => {
-                write!(f, "backoff multiplier must be a finite number >= 1.0, got {m}")
+                write!(
+                    f,
+                    "backoff multiplier must be a finite number >= 1.0, got {m}"
+                )
             }
             Self::Jitter(j) => write!(f, "backoff jitter must be within 0.0..=1.0, got {j}"),
         }

@@ -67,9 +67,9 @@ where
                 }
                 e
             })),
-            KindProj::Failed { error } => {
-                Poll::Ready(Err(error.take().expect("ResponseFuture polled after completion")))
-            }
+            KindProj::Failed { error } => Poll::Ready(Err(error
+                .take()
+                .expect("ResponseFuture polled after completion"))),
         }
     }
 }

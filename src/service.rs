@@ -156,33 +156,29 @@ where
                 m.lost(Some(fatal), &self.target);
             }
             match &mut m.state {
-                State::Connected { svc } => {
-                    match svc.poll_ready(cx) {
-                        Poll::Ready(Ok(())) => {
-                            m.ready = true;
-                            return Poll::Ready(Ok(()));
-                        }
-                        Poll::Ready(Err(e)) => m.lost(Some(cause(e)), &self.target),
-                        Poll::Pending => return Poll::Pending,
+                State::Connected { svc } => match svc.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        m.ready = true;
+                        return Poll::Ready(Ok(()));
                     }
-                }
+                    Poll::Ready(Err(e)) => m.lost(Some(cause(e)), &self.target),
+                    Poll::Pending => return Poll::Pending,
+                },
                 State::Idle => m.start_attempt(&self.target),
-                State::Preparing => {
-                    match self.make.poll_ready(cx) {
-                        Poll::Ready(Ok(())) => {
-                            let fut = self.make.call(self.target.clone());
-                            m.state = State::Connecting { fut: Box::pin(fut) };
-                        }
-                        Poll::Ready(Err(e)) => {
-                            m.attempt_failed(cause(ConnectFailed::new(e)), &self.target)
-                        }
-                        Poll::Pending if m.poll_timer(cx).is_ready() => {
-                            let timeout = ConnectTimeout::new(m.config.connect_timeout);
-                            m.attempt_failed(cause(timeout), &self.target);
-                        }
-                        Poll::Pending => return m.pending(),
+                State::Preparing => match self.make.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        let fut = self.make.call(self.target.clone());
+                        m.state = State::Connecting { fut: Box::pin(fut) };
                     }
-                }
+                    Poll::Ready(Err(e)) => {
+                        m.attempt_failed(cause(ConnectFailed::new(e)), &self.target)
+                    }
+                    Poll::Pending if m.poll_timer(cx).is_ready() => {
+                        let timeout = ConnectTimeout::new(m.config.connect_timeout);
+                        m.attempt_failed(cause(timeout), &self.target);
+                    }
+                    Poll::Pending => return m.pending(),
+                },
                 State::Connecting { fut } => match fut.as_mut().poll(cx) {
                     Poll::Ready(Ok(svc)) => m.connected(svc, &self.target),
                     Poll::Ready(Err(e)) => {

@@ -33,11 +33,19 @@ pub(crate) enum State<F, S> {
     Preparing,
     /// An attempt is running: the make future, bounded by the deadline
     /// in the timer.
-    Connecting { fut: Pin<Box<F>> },
-    Connected { svc: S },
+    Connecting {
+        fut: Pin<Box<F>>,
+    },
+    Connected {
+        svc: S,
+    },
     /// Waiting for the retry timer.
-    Disconnected { retry_at: Instant },
-    Closed { error: GaveUp },
+    Disconnected {
+        retry_at: Instant,
+    },
+    Closed {
+        error: GaveUp,
+    },
 }
 
 pub(crate) struct Machine<F, S> {
@@ -228,7 +236,10 @@ impl<F, S> Machine<F, S> {
     /// The running attempt failed: schedule the next one, counted from the
     /// start of this one, or give up.
     pub(crate) fn attempt_failed(&mut self, cause: Cause, target: &dyn fmt::Debug) {
-        let gave_up = self.config.max_attempts.is_some_and(|max| self.attempt >= max);
+        let gave_up = self
+            .config
+            .max_attempts
+            .is_some_and(|max| self.attempt >= max);
         let delay = if gave_up { None } else { self.delays.next() };
         let Some(delay) = delay else {
             return self.close(GaveUp::new(self.attempt, Some(cause)), target);
@@ -331,7 +342,6 @@ impl<F, S> Machine<F, S> {
             self.publisher.update(|s| s.retry_at = Some(now));
         }
     }
-
 }
 
 impl<F, S> fmt::Debug for Machine<F, S> {

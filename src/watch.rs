@@ -115,7 +115,10 @@ impl fmt::Debug for ConnectionState {
         f.debug_struct("ConnectionState")
             .field("phase", &self.phase)
             .field("attempt", &self.attempt)
-            .field("last_error", &self.last_error.as_ref().map(|e| e.to_string()))
+            .field(
+                "last_error",
+                &self.last_error.as_ref().map(|e| e.to_string()),
+            )
             .field("retry_at", &self.retry_at)
             .field("connects", &self.connects)
             .field("disconnects", &self.disconnects)

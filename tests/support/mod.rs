@@ -218,9 +218,10 @@ impl Conn {
         self.state.polls.load(Ordering::SeqCst)
     }
 
-    /// Whether the `Reconnect` still holds it (besides the script's copy).
+    /// Whether anyone but the script and this handle holds the connection
+    /// (call it on a handle from `Make::conn`).
     pub fn is_held(&self) -> bool {
-        Arc::strong_count(&self.state) > 1
+        Arc::strong_count(&self.state) > 2
     }
 }
 
@@ -250,4 +251,14 @@ impl Service<u32> for Conn {
             }
         })
     }
+}
+
+/// Polls `svc.poll_ready` once with a mock waker, as tower's own tests do.
+pub fn poll_ready<S: Service<R>, R>(svc: &mut S) -> Poll<Result<(), S::Error>> {
+    tokio_test::task::spawn(()).enter(|cx, _| svc.poll_ready(cx))
+}
+
+/// Advances the paused clock by `ms` milliseconds.
+pub async fn advance_ms(ms: u64) {
+    tokio::time::advance(Duration::from_millis(ms)).await;
 }
