@@ -63,8 +63,11 @@ pub(crate) struct Machine<F, S> {
     connected_at: Instant,
     /// Set from the first failure until a connection proves itself: while
     /// set, attempts are reported as `Disconnected` (sticky) and requests
-    /// fail fast; and the outage has been logged at warn level.
+    /// fail fast.
     outage: bool,
+    /// The current outage was logged at warn level: later failures in it
+    /// are logged at debug, so an outage does not flood the logs.
+    warned: bool,
     last_error: Option<Cause>,
     /// `poll_ready` returned `Ready(Ok)` and no `call` has used it yet.
     pub(crate) ready: bool,
@@ -137,6 +140,7 @@ impl<F, S> Machine<F, S> {
             attempt_start: now,
             connected_at: now,
             outage: false,
+            warned: false,
             last_error: None,
             ready: false,
             detector,
@@ -247,10 +251,11 @@ impl<F, S> Machine<F, S> {
         let now = Instant::now();
         let retry_at = (self.attempt_start + delay).max(now);
         let retry_in = retry_at - now;
-        if self.outage {
+        if self.warned {
             tracing::debug!(?target, attempt = self.attempt, ?retry_in, %cause, "connect attempt failed");
         } else {
             tracing::warn!(?target, attempt = self.attempt, ?retry_in, %cause, "connect attempt failed; retrying with backoff");
+            self.warned = true;
         }
         self.outage = true;
         self.last_error = Some(cause.clone());
@@ -284,6 +289,7 @@ impl<F, S> Machine<F, S> {
             return self.attempt_failed(cause, target);
         }
         tracing::warn!(?target, %cause, "connection lost; reconnecting");
+        self.warned = true;
         self.delays = self.config.backoff.iter();
         self.attempt = 0;
         self.outage = false;
@@ -320,7 +326,7 @@ impl<F, S> Machine<F, S> {
 
     /// Gives up: terminal.
     fn close(&mut self, error: GaveUp, target: &dyn fmt::Debug) {
-        tracing::warn!(?target, attempts = error.attempts(), "gave up reconnecting");
+        tracing::error!(?target, attempts = error.attempts(), %error, "gave up reconnecting");
         let cause: Cause = Arc::new(error.clone());
         self.state = State::Closed { error };
         self.sleep = None;

@@ -1,0 +1,100 @@
+//! Logging: one warning per outage, routine transitions at debug, fields on every event.
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use redial::{Backoff, ReconnectLayer};
+use support::{advance_ms, poll_ready, Dial, Make};
+use tokio_test::assert_ready_ok;
+use tower::Layer;
+use tracing::{field::Field, Level, Subscriber};
+use tracing_subscriber::{layer::Context, prelude::*};
+
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<Vec<(Level, String, Vec<String>)>>>);
+
+impl Events {
+    fn at(&self, level: Level) -> Vec<(String, Vec<String>)> {
+        let events = self.0.lock().unwrap();
+        events
+            .iter()
+            .filter(|(l, ..)| *l == level)
+            .map(|(_, msg, fields)| (msg.clone(), fields.clone()))
+            .collect()
+    }
+}
+
+struct Fields<'a>(&'a mut String, &'a mut Vec<String>);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            *self.0 = format!("{value:?}");
+        } else {
+            self.1.push(field.name().to_string());
+        }
+    }
+}
+
+impl<S: Subscriber> tracing_subscriber::Layer<S> for Events {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        if !event.metadata().target().starts_with("redial") {
+            return;
+        }
+        let (mut msg, mut fields) = (String::new(), Vec::new());
+        event.record(&mut Fields(&mut msg, &mut fields));
+        self.0
+            .lock()
+            .unwrap()
+            .push((*event.metadata().level(), msg, fields));
+    }
+}
+
+/// Ten failed attempts in one outage log one warning; the recovery logs one info; the rest is debug.
+#[tokio::test(start_paused = true)]
+async fn one_warning_per_outage() {
+    let events = Events::default();
+    let _guard = tracing_subscriber::registry()
+        .with(
+            events
+                .clone()
+                .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
+        )
+        .set_default();
+
+    let make = Make::new();
+    make.push((0..10).map(|_| Dial::Fail("connection refused")));
+    let mut svc = ReconnectLayer::new("db:5432")
+        .backoff(Backoff::constant(std::time::Duration::from_secs(1)))
+        .layer(make.clone());
+    for _ in 0..10 {
+        assert_ready_ok!(poll_ready(&mut svc));
+        advance_ms(1000).await;
+    }
+    assert_ready_ok!(poll_ready(&mut svc));
+    assert!(svc.watch().is_connected());
+    assert_eq!(make.dials(), 11);
+
+    let warns = events.at(Level::WARN);
+    assert_eq!(warns.len(), 1, "{warns:?}");
+    let (_, fields) = &warns[0];
+    for field in ["target", "attempt", "retry_in", "cause"] {
+        assert!(
+            fields.iter().any(|f| f == field),
+            "{field} missing: {fields:?}"
+        );
+    }
+    assert_eq!(events.at(Level::INFO).len(), 1, "one 'reconnected'");
+    // 11 attempts started, 9 later failures, at debug.
+    assert_eq!(events.at(Level::DEBUG).len(), 11 + 9);
+
+    // A second outage, after a proven connection, warns once more.
+    advance_ms(5000).await;
+    make.conn().kill();
+    make.otherwise(Dial::Fail("connection refused"));
+    for _ in 0..5 {
+        let _ = poll_ready(&mut svc);
+        advance_ms(1000).await;
+    }
+    assert_eq!(events.at(Level::WARN).len(), 2);
+}
