@@ -77,7 +77,7 @@
 //! # With `tower::buffer` and `tower::balance`
 //!
 //! `Reconnect` has one owner and is driven by its `poll_ready`. Share it
-//! across tasks with [`tower::buffer::Buffer`]; under
+//! across tasks with [`tower::buffer::Buffer`](https://docs.rs/tower/0.5/tower/buffer/struct.Buffer.html); under
 //! `tower::balance::p2c::Balance`, use
 //! [`wait_for_ready(true)`](ReconnectLayer::wait_for_ready) so that a dead
 //! endpoint is skipped rather than failing requests.

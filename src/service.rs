@@ -21,7 +21,7 @@ use crate::{
 /// It is lazy and poll-driven, like `tower::reconnect::Reconnect`: nothing
 /// happens until `poll_ready` is called, and a retry starts on the first
 /// `poll_ready` at or after its time. It has a single owner; put it under
-/// [`tower::buffer::Buffer`] to share it.
+/// [`tower::buffer::Buffer`](https://docs.rs/tower/0.5/tower/buffer/struct.Buffer.html) to share it.
 ///
 /// # Readiness
 ///

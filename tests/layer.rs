@@ -96,3 +96,17 @@ async fn debug_shows_state_without_bounds() {
     let watch = format!("{:?}", svc.watch());
     assert!(watch.contains("Connected"), "{watch}");
 }
+
+/// An `async` connector (a `!Unpin` make future) works: no `Unpin` bound as in tower's Reconnect.
+#[tokio::test(start_paused = true)]
+async fn async_fn_connector_needs_no_unpin() {
+    async fn connect(addr: &'static str) -> Result<support::Conn, std::io::Error> {
+        // Holding a value across an await point makes the future !Unpin.
+        let pinned = std::marker::PhantomPinned;
+        tokio::task::yield_now().await;
+        let _ = (pinned, addr);
+        Ok(support::Conn::default())
+    }
+    let svc = ReconnectLayer::new("peer").layer(tower::service_fn(connect));
+    assert_eq!(svc.oneshot(1).await.unwrap(), 2);
+}
