@@ -1,1 +1,89 @@
-fn main() {}
+//! Per-request overhead of `redial::Reconnect` on a healthy connection.
+//!
+//! One request is `poll_ready`, `call`, and one poll of the response future,
+//! against a no-op connection (`service_fn(|x: u64| ready(Ok(x)))`) reached
+//! three ways, side by side in one group:
+//!
+//! - `direct`: the connection itself, the baseline;
+//! - `tower_reconnect`: through `tower::reconnect::Reconnect`;
+//! - `redial`: through `redial::Reconnect` with its default settings.
+//!
+//! Every future is ready at once, so the loop polls with a no-op waker and
+//! needs no executor; what is left is the cost of the middleware's state
+//! machine. Connecting happens once, before measuring.
+//!
+//! Run with `cargo bench --bench overhead`; add
+//! `-- --warm-up-time 1 --measurement-time 2` for a quick look.
+
+use std::{
+    convert::Infallible,
+    fmt,
+    future::{ready, Future},
+    hint::black_box,
+    pin::pin,
+    task::{Context, Poll, Waker},
+};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use tower::{service_fn, Service};
+
+/// One request: `poll_ready`, `call`, one poll of the response future.
+fn request<S>(svc: &mut S, cx: &mut Context<'_>, req: u64) -> u64
+where
+    S: Service<u64, Response = u64>,
+    S::Error: fmt::Debug,
+{
+    let Poll::Ready(Ok(())) = svc.poll_ready(cx) else {
+        panic!("service not ready on a healthy connection");
+    };
+    match pin!(svc.call(req)).poll(cx) {
+        Poll::Ready(Ok(res)) => res,
+        Poll::Ready(Err(err)) => panic!("request failed: {err:?}"),
+        Poll::Pending => panic!("response future of a no-op service is pending"),
+    }
+}
+
+fn overhead(c: &mut Criterion) {
+    let mut cx = Context::from_waker(Waker::noop());
+
+    // `redial::Reconnect` arms its tokio timer while connecting, which needs
+    // a runtime context; once connected it touches no timer.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("tokio runtime");
+    let _guard = rt.enter();
+
+    // The connection: answers every request at once with the request.
+    let connection = || service_fn(|x: u64| ready(Ok::<_, Infallible>(x)));
+    let mut direct = connection();
+
+    // A make service whose future is `std::future::Ready`, which is `Unpin`
+    // as tower's `Reconnect` requires.
+    let make = service_fn(|(): ()| ready(Ok::<_, Infallible>(connection())));
+    let mut tower_reconnect = tower::reconnect::Reconnect::new(make, ());
+    let mut redial = redial::Reconnect::new(make, ());
+
+    // Connect both before measuring, and check that they did.
+    assert_eq!(request(&mut tower_reconnect, &mut cx, 7), 7);
+    assert_eq!(request(&mut redial, &mut cx, 7), 7);
+    assert!(redial.watch().is_connected());
+
+    let mut group = c.benchmark_group("overhead");
+    group.bench_function("direct", |b| {
+        b.iter(|| request(&mut direct, &mut cx, black_box(1)))
+    });
+    group.bench_function("tower_reconnect", |b| {
+        b.iter(|| request(&mut tower_reconnect, &mut cx, black_box(1)))
+    });
+    group.bench_function("redial", |b| {
+        b.iter(|| request(&mut redial, &mut cx, black_box(1)))
+    });
+    group.finish();
+
+    // Measuring went through the connection made above: no reconnect.
+    assert_eq!(redial.watch().state().connects(), 1);
+}
+
+criterion_group!(benches, overhead);
+criterion_main!(benches);

@@ -101,6 +101,11 @@ where
     /// Starts the backoff schedule afresh and, if a retry is waiting, makes
     /// it due now: the next `poll_ready` dials. Use it when you learn the
     /// peer is back (gRPC's `ResetConnectBackoff`).
+    ///
+    /// The attempt count goes on: [`max_attempts`] counts attempts since the
+    /// last healthy connection, whatever the schedule.
+    ///
+    /// [`max_attempts`]: crate::ReconnectLayer::max_attempts
     pub fn reset_backoff(&mut self) {
         self.machine.reset_backoff();
     }

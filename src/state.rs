@@ -66,7 +66,8 @@ pub(crate) struct Machine<F, S> {
     /// fail fast.
     outage: bool,
     /// The current outage was logged at warn level: later failures in it
-    /// are logged at debug, so an outage does not flood the logs.
+    /// are logged at debug, so an outage does not flood the logs. Cleared
+    /// when a proven connection is lost, which starts a new episode.
     warned: bool,
     last_error: Option<Cause>,
     /// `poll_ready` returned `Ready(Ok)` and no `call` has used it yet.
@@ -221,13 +222,15 @@ impl<F, S> Machine<F, S> {
     /// The attempt's make future resolved with a connection.
     pub(crate) fn connected(&mut self, svc: S, target: &dyn fmt::Debug) {
         self.connected_at = Instant::now();
-        if self.outage {
+        if self.generation > 0 || self.outage {
             tracing::info!(?target, attempt = self.attempt, "reconnected");
         } else {
             tracing::debug!(?target, attempt = self.attempt, "connected");
         }
         self.last_error = None;
         self.generation += 1;
+        // Disarm the connect deadline: once connected, no timer fires.
+        self.sleep = None;
         self.state = State::Connected { svc };
         self.publisher.update(|s| {
             s.phase = Phase::Connected;
@@ -288,8 +291,10 @@ impl<F, S> Machine<F, S> {
         if !proven {
             return self.attempt_failed(cause, target);
         }
-        tracing::warn!(?target, %cause, "connection lost; reconnecting");
-        self.warned = true;
+        // Losing a connection that served well is routine (servers close
+        // idle connections); only failing to get a new one is worth a warning.
+        tracing::info!(?target, %cause, "connection lost; reconnecting");
+        self.warned = false;
         self.delays = self.config.backoff.iter();
         self.attempt = 0;
         self.outage = false;

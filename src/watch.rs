@@ -143,7 +143,7 @@ impl fmt::Debug for ConnectionState {
 /// # async fn main() {
 /// use std::convert::Infallible;
 /// use redial::{Phase, Reconnect};
-/// use tower::{service_fn, ServiceExt};
+/// use tower::{service_fn, Service, ServiceExt};
 ///
 /// let make = service_fn(|_: ()| async {
 ///     Ok::<_, Infallible>(service_fn(|n: u32| async move { Ok::<_, Infallible>(n + 1) }))
@@ -218,6 +218,11 @@ impl ConnectionWatch {
     /// Waits until the connection is not up (any phase but
     /// [`Connected`](Phase::Connected)) and returns that state: at once if it
     /// is not up now.
+    ///
+    /// Values coalesce: a loss healed before this waiter runs (a lost
+    /// connection replaced within one `poll_ready`) may never be seen as a
+    /// phase. To count every loss, compare
+    /// [`disconnects`](ConnectionState::disconnects) between observations.
     ///
     /// Equivalent to `async fn disconnected(&self) -> ConnectionState`.
     ///

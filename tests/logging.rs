@@ -10,8 +10,11 @@ use tower::Layer;
 use tracing::{field::Field, Level, Subscriber};
 use tracing_subscriber::{layer::Context, prelude::*};
 
+/// One recorded event: level, message, field names.
+type Event = (Level, String, Vec<String>);
+
 #[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<(Level, String, Vec<String>)>>>);
+struct Events(Arc<Mutex<Vec<Event>>>);
 
 impl Events {
     fn at(&self, level: Level) -> Vec<(String, Vec<String>)> {
@@ -88,7 +91,8 @@ async fn one_warning_per_outage() {
     // 11 attempts started, 9 later failures, at debug.
     assert_eq!(events.at(Level::DEBUG).len(), 11 + 9);
 
-    // A second outage, after a proven connection, warns once more.
+    // A proven connection lost is news (info), failing to replace it a new
+    // outage: one more warning however many attempts fail.
     advance_ms(5000).await;
     make.conn().kill();
     make.otherwise(Dial::Fail("connection refused"));
@@ -97,4 +101,7 @@ async fn one_warning_per_outage() {
         advance_ms(1000).await;
     }
     assert_eq!(events.at(Level::WARN).len(), 2);
+    let infos = events.at(Level::INFO);
+    assert_eq!(infos.len(), 2, "{infos:?}");
+    assert_eq!(infos[1].0, "connection lost; reconnecting");
 }
