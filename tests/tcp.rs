@@ -1,0 +1,448 @@
+//! Real sockets on 127.0.0.1: a line server that stops and comes back on the
+//! same port, and a client connection whose `poll_ready` fails once the peer
+//! has closed it, as hyper's `SendRequest` does.
+//!
+//! Real sockets need the real clock, so every wait here is on an event (the
+//! watch, a dial, a reply); the timeouts only keep a broken build from
+//! hanging.
+mod support;
+
+use std::{
+    error::Error,
+    future::{poll_fn, Future},
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use redial::{error::Unavailable, Backoff, ConnectionWatch, Phase, Reconnect, ReconnectLayer};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{TcpListener, TcpSocket, TcpStream},
+    sync::{mpsc, oneshot, watch},
+    task::{JoinHandle, JoinSet},
+    time::timeout,
+};
+use tower::{buffer::Buffer, BoxError, Layer, Service, ServiceExt};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+const RETRY: Duration = Duration::from_millis(50);
+/// Only a hang guard: nothing here should take more than a fraction of it.
+const HANG: Duration = Duration::from_secs(10);
+
+/// After the server goes away, requests fail fast with `Unavailable` instead
+/// of hanging, and the same client recovers by itself when the server comes
+/// back on the same port, without resending anything.
+#[tokio::test]
+async fn client_recovers_after_server_restart_on_same_port() {
+    support::trace_init();
+    let mut server = LineServer::start();
+    let dialer = Dialer::default();
+    let mut svc = layer(server.addr()).layer(dialer.clone());
+    let watch = svc.watch();
+
+    assert_eq!(guard(call(&mut svc, "one")).await.unwrap(), "echo: one");
+    guard(watch.connected()).await.unwrap();
+
+    server.stop().await;
+    // The client hears of the loss from its next request. That request may
+    // already be on its way over the dying socket and then fails with the
+    // socket's own error (it is not resent); every later one fails fast.
+    for i in 0..5 {
+        let err = guard(call(&mut svc, "down")).await.unwrap_err();
+        if find::<Unavailable>(&*err).is_none() {
+            assert!(i == 0, "request {i} failed with {err:?}, not Unavailable");
+            assert!(find::<io::Error>(&*err).is_some(), "{err:?}");
+        }
+    }
+    let state = guard(watch.disconnected()).await;
+    assert_eq!(state.phase(), Phase::Disconnected);
+    assert!(state.last_error().is_some());
+
+    server.restart();
+    guard(until_connected(&mut svc, &watch)).await;
+    assert_eq!(guard(call(&mut svc, "two")).await.unwrap(), "echo: two");
+
+    let state = watch.state();
+    assert_eq!(state.connects(), 2);
+    assert_eq!(state.disconnects(), 1);
+    assert_eq!(server.seen(), ["one", "two"]);
+}
+
+/// With `wait_for_ready(true)` under a `Buffer`, requests made while the
+/// server is down wait through the failed attempts and all succeed once it
+/// is back.
+#[tokio::test]
+async fn wait_for_ready_requests_wait_out_the_restart() {
+    support::trace_init();
+    let mut server = LineServer::start();
+    let dialer = Dialer::default();
+    let svc = layer(server.addr())
+        .wait_for_ready(true)
+        .layer(dialer.clone());
+    let watch = svc.watch();
+    let client = Buffer::new(svc, 32);
+
+    assert_eq!(
+        guard(call(&mut client.clone(), "before")).await.unwrap(),
+        "echo: before"
+    );
+
+    server.stop().await;
+    // The first request after the stop tells the client: either it finds the
+    // connection closed and waits like the others, or it was already sent
+    // over the dying socket and fails with the socket's error.
+    let mut first = spawn_call(&client, "first");
+    let first_lost = tokio::select! {
+        result = &mut first => {
+            let err = result.unwrap().unwrap_err();
+            assert!(find::<io::Error>(&*err).is_some(), "{err:?}");
+            true
+        }
+        _ = guard(watch.disconnected()) => false,
+    };
+
+    let dials = dialer.attempts();
+    let waiting: Vec<_> = (0..5)
+        .map(|i| spawn_call(&client, &format!("during {i}")))
+        .collect();
+    // Two more refused attempts, and the requests still wait.
+    guard(dialer.until_attempts(dials + 2)).await;
+    assert!(waiting.iter().all(|r| !r.is_finished()));
+    assert_eq!(watch.phase(), Phase::Disconnected);
+
+    server.restart();
+    let mut answered = vec!["before".to_owned()];
+    for (i, request) in waiting.into_iter().enumerate() {
+        let reply = guard(request).await.unwrap().unwrap();
+        assert_eq!(reply, format!("echo: during {i}"));
+        answered.push(format!("during {i}"));
+    }
+    if !first_lost {
+        assert_eq!(guard(first).await.unwrap().unwrap(), "echo: first");
+        answered.push("first".to_owned());
+    }
+
+    let state = watch.state();
+    assert_eq!(state.connects(), 2);
+    assert_eq!(state.disconnects(), 1);
+    let mut seen = server.seen();
+    seen.sort();
+    answered.sort();
+    assert_eq!(seen, answered);
+}
+
+/// With nothing listening, 20 concurrent callers through a `Buffer` all fail
+/// fast with `Unavailable` carrying the refusal, after one dial, not one each.
+#[tokio::test]
+async fn connect_refused_fails_fast_without_dialling_per_request() {
+    const N: usize = 20;
+    support::trace_init();
+    let (_socket, addr) = refusing_port();
+    let dialer = Dialer::default();
+    // The next attempt is a minute off, so the schedule allows exactly one
+    // dial while the callers run, and finishing within the hang guard shows
+    // that none of them waited for a second.
+    let svc = ReconnectLayer::new(addr)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .backoff(Backoff::constant(Duration::from_secs(60)))
+        .layer(dialer.clone());
+    let watch = svc.watch();
+    let client = Buffer::new(svc, N);
+
+    let callers: Vec<_> = (0..N)
+        .map(|i| spawn_call(&client, &format!("request {i}")))
+        .collect();
+    for caller in callers {
+        let err = guard(caller).await.unwrap().unwrap_err();
+        let unavailable = find::<Unavailable>(&*err).expect("fails fast with Unavailable");
+        assert_eq!(unavailable.attempt(), 1);
+        assert!(unavailable.retry_at().is_some());
+        let cause = find::<io::Error>(&*err).expect("the refusal is the cause");
+        assert_eq!(cause.kind(), io::ErrorKind::ConnectionRefused);
+    }
+
+    assert_eq!(dialer.attempts(), 1);
+    let state = watch.state();
+    assert_eq!(state.phase(), Phase::Disconnected);
+    assert_eq!(state.attempt(), 1);
+    assert_eq!(state.connects(), 0);
+}
+
+// ===== client helpers =====
+
+fn layer(addr: SocketAddr) -> ReconnectLayer<SocketAddr> {
+    ReconnectLayer::new(addr)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .backoff(Backoff::constant(RETRY))
+}
+
+/// Fails the test instead of hanging.
+async fn guard<F: Future>(fut: F) -> F::Output {
+    timeout(HANG, fut)
+        .await
+        .expect("timed out: the client hung")
+}
+
+/// One request: readiness, then the call.
+async fn call<S>(svc: &mut S, line: &str) -> Result<String, BoxError>
+where
+    S: Service<String, Response = String, Error = BoxError>,
+{
+    svc.ready().await?.call(line.to_owned()).await
+}
+
+type Shared = Buffer<String, <Reconnect<Dialer, SocketAddr> as Service<String>>::Future>;
+
+fn spawn_call(client: &Shared, line: &str) -> JoinHandle<Result<String, BoxError>> {
+    let (mut client, line) = (client.clone(), line.to_owned());
+    tokio::spawn(async move { client.ready().await?.call(line).await })
+}
+
+/// Polls the lazy client, as a waiting request would, until the watch shows
+/// it connected. Each `poll_ready` leaves our waker on whatever the client
+/// waits for (the retry timer or the running attempt), so this wakes on
+/// events, never on a timer of its own.
+async fn until_connected(svc: &mut Reconnect<Dialer, SocketAddr>, watch: &ConnectionWatch) {
+    poll_fn(|cx| {
+        let _ = Service::<String>::poll_ready(svc, cx);
+        if watch.is_connected() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// The first error of type `E` in the chain, which a `Buffer` may wrap.
+fn find<'a, E: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'a E> {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if let Some(found) = err.downcast_ref::<E>() {
+            return Some(found);
+        }
+        next = err.source();
+    }
+    None
+}
+
+/// A port on 127.0.0.1 where nothing listens. The socket is bound but never
+/// listens, so dials are refused and no other test can take the port; keep
+/// it alive for the test.
+fn refusing_port() -> (TcpSocket, SocketAddr) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    (socket, addr)
+}
+
+// ===== Dialer: the make service =====
+
+/// Dials the address and wraps the socket in a [`LineConn`], counting the
+/// attempts on a watch so a test can await them.
+#[derive(Clone, Default)]
+struct Dialer {
+    attempts: Arc<watch::Sender<usize>>,
+}
+
+impl Dialer {
+    fn attempts(&self) -> usize {
+        *self.attempts.borrow()
+    }
+
+    async fn until_attempts(&self, n: usize) {
+        let mut attempts = self.attempts.subscribe();
+        attempts.wait_for(|&a| a >= n).await.unwrap();
+    }
+}
+
+impl Service<SocketAddr> for Dialer {
+    type Response = LineConn;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<LineConn>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, addr: SocketAddr) -> Self::Future {
+        self.attempts.send_modify(|a| *a += 1);
+        Box::pin(async move { TcpStream::connect(addr).await.map(LineConn::new) })
+    }
+}
+
+// ===== LineConn: the connection =====
+
+/// A line to send, and where its reply goes.
+type Request = (String, oneshot::Sender<io::Result<String>>);
+
+/// A client connection for a line protocol: send a line, read one back.
+///
+/// A task spawned by `new` owns the socket. `poll_ready` fails once that
+/// task has ended (the peer closed the socket, or it failed), which is how
+/// `Reconnect` learns that the connection is gone.
+struct LineConn {
+    requests: mpsc::UnboundedSender<Request>,
+    /// The task holds the other end, and drops it when the socket closes.
+    alive: oneshot::Sender<()>,
+}
+
+impl LineConn {
+    fn new(stream: TcpStream) -> Self {
+        let (requests, rx) = mpsc::unbounded_channel();
+        let (alive, alive_rx) = oneshot::channel();
+        tokio::spawn(drive(stream, rx, alive_rx));
+        Self { requests, alive }
+    }
+}
+
+impl Service<String> for LineConn {
+    type Response = String;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<String>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The check also leaves the caller's waker for the close, so a task
+        // holding an idle connection is woken when the peer goes away.
+        match self.alive.poll_closed(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(closed())),
+            Poll::Pending => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, line: String) -> Self::Future {
+        let (reply, answer) = oneshot::channel();
+        // Should the task be gone, `reply` is dropped and `answer` says so.
+        let _ = self.requests.send((line, reply));
+        Box::pin(async move { answer.await.unwrap_or_else(|_| Err(closed())) })
+    }
+}
+
+/// Owns the socket: writes each request and reads its reply, until the peer
+/// closes, the socket fails or the [`LineConn`] is dropped.
+async fn drive(
+    stream: TcpStream,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    alive: oneshot::Receiver<()>,
+) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let failed = loop {
+        tokio::select! {
+            request = requests.recv() => {
+                let Some((line, reply)) = request else { return };
+                let answer = async {
+                    write.write_all(format!("{line}\n").as_bytes()).await?;
+                    lines.next_line().await?.ok_or_else(closed)
+                };
+                match answer.await {
+                    Ok(answer) => { let _ = reply.send(Ok(answer)); }
+                    Err(err) => break Some((reply, err)),
+                }
+            }
+            // The server speaks only when spoken to: EOF, an error or stray
+            // bytes between requests all end the connection.
+            _ = lines.next_line() => break None,
+        }
+    };
+    // Mark the connection closed before failing the request, so that the
+    // caller's next `poll_ready` already knows.
+    drop(alive);
+    if let Some((reply, err)) = failed {
+        let _ = reply.send(Err(err));
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "connection closed")
+}
+
+// ===== LineServer =====
+
+/// A server on 127.0.0.1 that answers each line with `echo: <line>` and
+/// records what it was sent. It can stop (closing the listener and every
+/// connection) and start again on the same port.
+struct LineServer {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+}
+
+impl LineServer {
+    fn start() -> Self {
+        let mut server = Self {
+            addr: ([127, 0, 0, 1], 0).into(),
+            seen: Arc::default(),
+            running: None,
+        };
+        server.restart();
+        server
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Listens on `addr` again. SO_REUSEADDR lets the port be bound at once
+    /// although the closed connections still sit in TIME_WAIT.
+    fn restart(&mut self) {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket.bind(self.addr).unwrap();
+        let listener = socket.listen(64).unwrap();
+        self.addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(serve(listener, stopped, self.seen.clone()));
+        self.running = Some((stop, task));
+    }
+
+    /// Stops accepting and closes every connection; returns once they are
+    /// all closed.
+    async fn stop(&mut self) {
+        if let Some((stop, task)) = self.running.take() {
+            drop(stop);
+            task.await.unwrap();
+        }
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    mut stop: oneshot::Receiver<()>,
+    seen: Arc<Mutex<Vec<String>>>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                if let Ok((stream, _)) = accepted {
+                    conns.spawn(echo(stream, seen.clone()));
+                }
+            }
+            _ = &mut stop => break,
+        }
+    }
+    drop(listener);
+    // Aborts every connection and waits until their sockets are closed.
+    conns.shutdown().await;
+}
+
+async fn echo(stream: TcpStream, seen: Arc<Mutex<Vec<String>>>) -> io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    while let Some(line) = lines.next_line().await? {
+        seen.lock().unwrap().push(line.clone());
+        write
+            .write_all(format!("echo: {line}\n").as_bytes())
+            .await?;
+    }
+    Ok(())
+}
