@@ -156,8 +156,10 @@ impl Unavailable {
         self.retry_at
     }
 
-    /// The number of the last connect attempt (counting from 1 since the
-    /// last healthy connection).
+    /// The number of the current connect attempt, counting from 1 since the
+    /// last healthy connection: the one running when
+    /// [`retry_at`](Self::retry_at) is `None`, else the last one, which
+    /// failed. The cause in `source()` is always the latest failure.
     pub const fn attempt(&self) -> u32 {
         self.attempt
     }

@@ -20,8 +20,13 @@ use crate::{
 ///
 /// It is lazy and poll-driven, like `tower::reconnect::Reconnect`: nothing
 /// happens until `poll_ready` is called, and a retry starts on the first
-/// `poll_ready` at or after its time. It has a single owner; put it under
-/// [`tower::buffer::Buffer`](https://docs.rs/tower/0.5/tower/buffer/struct.Buffer.html) to share it.
+/// `poll_ready` at or after its time. In fail-fast mode a running attempt
+/// also moves forward only when `poll_ready` is called (each call fails fast
+/// meanwhile), so with sparse traffic a multi-step handshake advances one
+/// request at a time; wait-for-ready mode keeps the owner polling until the
+/// attempt ends. It has a single owner; put it under
+/// [`tower::buffer::Buffer`](https://docs.rs/tower/0.5/tower/buffer/struct.Buffer.html)
+/// to share it.
 ///
 /// # Readiness
 ///
