@@ -424,3 +424,36 @@ async fn drop_closes_the_connection() {
     assert_eq!(state.phase(), Phase::Closed);
     assert_eq!((state.connects(), state.disconnects()), (1, 1));
 }
+
+/// While waiting in Disconnected, the only wake-up is the retry timer; once closed, none at all.
+#[tokio::test(start_paused = true)]
+async fn only_the_retry_timer_wakes_a_waiting_caller() {
+    let make = Make::new();
+    make.otherwise(Dial::Fail("refused"));
+    let mut svc = ReconnectLayer::new("peer")
+        .backoff(Backoff::constant(Duration::from_secs(1)))
+        .wait_for_ready(true)
+        .max_attempts(3)
+        .layer(make.clone());
+    let mut ready = task::spawn(async { svc.ready().await.map(|_| ()) });
+
+    assert_pending!(ready.poll()); // attempt 1 failed
+    for attempt in 2..=3 {
+        advance_ms(999).await;
+        assert!(!ready.is_woken(), "woken before the retry time");
+        advance_ms(1).await;
+        assert!(ready.is_woken(), "the retry timer wakes the caller");
+        if attempt < 3 {
+            assert_pending!(ready.poll());
+            assert_eq!(make.dials(), attempt);
+        }
+    }
+    // Attempt 3 fails: the service gives up and the caller gets the error.
+    assert!(matches!(ready.poll(), Poll::Ready(Err(_))));
+    assert_eq!(make.dials(), 3);
+    drop(ready);
+    let mut closed = task::spawn(async { svc.ready().await.map(|_| ()) });
+    assert!(matches!(closed.poll(), Poll::Ready(Err(_))));
+    advance_ms(60_000).await;
+    assert!(!closed.is_woken(), "no timer left once closed");
+}
