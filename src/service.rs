@@ -1,7 +1,7 @@
 use std::{
     fmt,
     future::Future,
-    task::{Context, Poll},
+    task::{ready, Context, Poll},
 };
 
 use tower::{BoxError, Service};
@@ -147,6 +147,29 @@ where
     }
 }
 
+impl<M, T> Reconnect<M, T>
+where
+    M: Service<T>,
+    M::Error: Into<BoxError>,
+    T: Clone + fmt::Debug,
+{
+    /// Drives the running attempt: the make service's readiness, then its
+    /// future. `Ready(Ok)` once connected; the deadline is the caller's.
+    fn poll_attempt(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectFailed>> {
+        let m = &mut self.machine;
+        if let State::Preparing = m.state {
+            ready!(self.make.poll_ready(cx)).map_err(ConnectFailed::new)?;
+            let fut = self.make.call(self.target.clone());
+            m.state = State::Connecting { fut: Box::pin(fut) };
+        }
+        if let State::Connecting { fut } = &mut m.state {
+            let svc = ready!(fut.as_mut().poll(cx)).map_err(ConnectFailed::new)?;
+            m.connected(svc, &self.target);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl<M, T, S, Req> Service<Req> for Reconnect<M, T>
 where
     M: Service<T, Response = S>,
@@ -160,8 +183,8 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        let m = &mut self.machine;
         loop {
+            let m = &mut self.machine;
             if let Some(fatal) = m.reported_lost() {
                 m.lost(Some(fatal), &self.target);
             }
@@ -175,30 +198,17 @@ where
                     Poll::Pending => return Poll::Pending,
                 },
                 State::Idle => m.start_attempt(&self.target),
-                State::Preparing => match self.make.poll_ready(cx) {
-                    Poll::Ready(Ok(())) => {
-                        let fut = self.make.call(self.target.clone());
-                        m.state = State::Connecting { fut: Box::pin(fut) };
-                    }
-                    Poll::Ready(Err(e)) => {
-                        m.attempt_failed(cause(ConnectFailed::new(e)), &self.target)
-                    }
-                    Poll::Pending if m.poll_timer(cx).is_ready() => {
+                State::Preparing | State::Connecting { .. } => match self.poll_attempt(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => self.machine.attempt_failed(cause(e), &self.target),
+                    Poll::Pending => {
+                        let m = &mut self.machine;
+                        if m.poll_timer(cx).is_pending() {
+                            return m.pending();
+                        }
                         let timeout = ConnectTimeout::new(m.config.connect_timeout);
                         m.attempt_failed(cause(timeout), &self.target);
                     }
-                    Poll::Pending => return m.pending(),
-                },
-                State::Connecting { fut } => match fut.as_mut().poll(cx) {
-                    Poll::Ready(Ok(svc)) => m.connected(svc, &self.target),
-                    Poll::Ready(Err(e)) => {
-                        m.attempt_failed(cause(ConnectFailed::new(e)), &self.target)
-                    }
-                    Poll::Pending if m.poll_timer(cx).is_ready() => {
-                        let timeout = ConnectTimeout::new(m.config.connect_timeout);
-                        m.attempt_failed(cause(timeout), &self.target);
-                    }
-                    Poll::Pending => return m.pending(),
                 },
                 State::Disconnected { retry_at } => {
                     // The clock decides; the timer only wakes us.
