@@ -10,6 +10,7 @@ use std::{
 use pin_project_lite::pin_project;
 use tower::BoxError;
 
+pub use crate::shared::future::SharedFuture;
 use crate::state::Report;
 
 pin_project! {

@@ -100,10 +100,12 @@ pub mod error;
 pub mod future;
 mod layer;
 mod service;
+mod shared;
 mod state;
 mod watch;
 
 pub use backoff::{Backoff, Delays};
 pub use layer::ReconnectLayer;
 pub use service::Reconnect;
+pub use shared::Shared;
 pub use watch::{ConnectionState, ConnectionWatch, Phase};

@@ -40,6 +40,8 @@ pub enum Dial {
     ConnectAfter(Duration),
     /// Fails after this long.
     FailAfter(Duration, &'static str),
+    /// Panics inside the make future.
+    Panic,
 }
 
 #[derive(Debug)]
@@ -156,6 +158,7 @@ impl Service<&'static str> for Make {
                     tokio::time::sleep(d).await;
                     Err(DialError(msg))
                 }
+                Dial::Panic => panic!("the make service panicked"),
             }
         })
     }

@@ -1,0 +1,85 @@
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    task::{ready, Context, Poll},
+};
+
+use pin_project_lite::pin_project;
+use tower::BoxError;
+
+use super::message::Rx;
+use crate::error::Closed;
+
+pin_project! {
+    /// The response future of [`Shared`](crate::Shared): waits for the
+    /// worker to send the request, then for the response.
+    pub struct SharedFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Queued { rx: Rx<F> },
+        Sent { #[pin] fut: F },
+        Failed { error: Option<BoxError> },
+    }
+}
+
+impl<F> SharedFuture<F> {
+    pub(crate) fn new(rx: Rx<F>) -> Self {
+        Self {
+            state: State::Queued { rx },
+        }
+    }
+
+    pub(crate) fn failed(error: BoxError) -> Self {
+        Self {
+            state: State::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl<F, T, E> Future for SharedFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project().state.project() {
+                StateProj::Queued { rx } => match ready!(Pin::new(rx).poll(cx)) {
+                    Ok(Ok(fut)) => self.as_mut().project().state.set(State::Sent { fut }),
+                    Ok(Err(error)) => return Poll::Ready(Err(error)),
+                    // The worker went away without answering: it panicked
+                    // or its runtime shut down. The watch shows `Closed`.
+                    Err(_) => return Poll::Ready(Err(Box::new(Closed::new(None)))),
+                },
+                StateProj::Sent { fut } => return fut.poll(cx).map_err(Into::into),
+                StateProj::Failed { error } => {
+                    return Poll::Ready(Err(error
+                        .take()
+                        .expect("SharedFuture polled after completion")))
+                }
+            }
+        }
+    }
+}
+
+impl<F> fmt::Debug for SharedFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Queued { .. } => "queued",
+            State::Sent { .. } => "sent",
+            State::Failed { .. } => "failed",
+        };
+        f.debug_struct("SharedFuture")
+            .field("state", &state)
+            .finish()
+    }
+}

@@ -1,0 +1,23 @@
+use tokio::sync::oneshot;
+use tower::BoxError;
+
+/// A request on its way to the worker, with the channel its response
+/// future waits on.
+pub(crate) struct Message<Req, F> {
+    pub(crate) request: Req,
+    pub(crate) tx: Tx<F>,
+    /// The caller's span, entered while the worker calls the service.
+    pub(crate) span: tracing::Span,
+}
+
+/// The worker answers with the service's response future, or the error
+/// that stopped the request from being sent.
+pub(crate) type Tx<F> = oneshot::Sender<Result<F, BoxError>>;
+pub(crate) type Rx<F> = oneshot::Receiver<Result<F, BoxError>>;
+
+/// What a handle can ask of the worker besides requests.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Control {
+    ResetBackoff,
+    Close,
+}

@@ -1,0 +1,254 @@
+//! The clone-able, eager form: one task owns the [`Reconnect`] and serves
+//! every clone of a [`Shared`] handle.
+
+pub(crate) mod future;
+mod message;
+mod worker;
+
+use std::{
+    fmt,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::PollSender;
+use tower::{BoxError, Service};
+
+use self::{
+    future::SharedFuture,
+    message::{Control, Message},
+    worker::{Handle, Worker},
+};
+use crate::{error::NotReady, ConnectionWatch, Reconnect};
+
+/// A clone-able handle on one [`Reconnect`] owned by a background task: the
+/// connection manager many callers share.
+///
+/// Made with [`Reconnect::spawn`] (eager) or [`Reconnect::spawn_lazy`]. The
+/// task connects as soon as it starts (or, lazily, at the first request),
+/// reconnects in the background, and sends each request it is handed to the
+/// connection. Every clone reaches the same connection and the same
+/// [`ConnectionWatch`].
+///
+/// # Readiness
+///
+/// `poll_ready` reserves a slot in a bounded queue of `bound` requests, as
+/// [`tower::buffer::Buffer`](https://docs.rs/tower/0.5/tower/buffer/struct.Buffer.html)
+/// does: it is `Pending` only while the queue is full, and `Err(Closed)`
+/// once the handle is closed. What a request meets in the queue follows the
+/// [`Reconnect`]'s settings: while `Disconnected` it fails fast with
+/// [`Unavailable`](crate::error::Unavailable), or, with
+/// `wait_for_ready(true)`, waits there until the connection is back. Every
+/// waiting request is served when the connection comes up, however many
+/// clones queued them.
+///
+/// # Why not `Buffer<Reconnect>`
+///
+/// A `Buffer` drives its service only while it holds a request, so a
+/// buffered `Reconnect` connects at the first request, learns that an idle
+/// connection went away only when the next request finds it, and lets a
+/// running attempt stall between requests. `Shared` drives the `Reconnect`
+/// all the time, without a polling loop: it connects at once, the retry
+/// timer and the connect attempt run in the background, and an idle
+/// connection that closes wakes the task through the connection's
+/// `poll_ready` (redial's [`http`](crate) connectors register that wake-up;
+/// a connection of your own must too for this to work), so the watch shows
+/// it within milliseconds and the reconnect starts at once. It also carries
+/// [`reset_backoff`](Self::reset_backoff) and [`close`](Self::close) for
+/// every clone. `Buffer<Reconnect>` is enough when requests are frequent and
+/// nobody needs to know about the connection between them.
+///
+/// # Closing
+///
+/// [`close`](Self::close), or dropping the last handle, stops the task: the
+/// connection is dropped, the watch publishes `Closed` once, queued requests
+/// fail with [`Closed`](crate::error::Closed), and so does every later call.
+/// A panic in the make service or the connection's `poll_ready`/`call` ends
+/// the task the same way: callers get `Closed`, never a hang.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower::BoxError> {
+/// use std::convert::Infallible;
+/// use redial::{Phase, Reconnect};
+/// use tower::{service_fn, ServiceExt};
+///
+/// let make = service_fn(|_: ()| async {
+///     Ok::<_, Infallible>(service_fn(|n: u32| async move { Ok::<_, Infallible>(n * 10) }))
+/// });
+/// let shared = Reconnect::new(make, ()).spawn(64);
+/// let watch = shared.watch();
+/// watch.connected().await?; // connects without waiting for a request
+///
+/// let (a, b) = (shared.clone(), shared.clone());
+/// assert_eq!(a.oneshot(1).await?, 10);
+/// assert_eq!(b.oneshot(2).await?, 20);
+///
+/// shared.close();
+/// assert_eq!(watch.disconnected().await.phase(), Phase::Closed);
+/// assert!(watch.connected().await.is_err());
+/// # Ok(())
+/// # }
+/// ```
+pub struct Shared<Req, F> {
+    tx: PollSender<Message<Req, F>>,
+    control: mpsc::UnboundedSender<Control>,
+    handle: Arc<Handle>,
+    watch: ConnectionWatch,
+}
+
+// ===== impl Reconnect =====
+
+impl<M, T> Reconnect<M, T>
+where
+    M: Service<T>,
+{
+    /// Moves this service into a background task that connects at once,
+    /// and returns a clone-able handle to it, queueing up to `bound`
+    /// requests.
+    ///
+    /// # Panics
+    ///
+    /// If `bound` is 0, or when called outside a tokio runtime.
+    #[track_caller]
+    pub fn spawn<Req>(self, bound: usize) -> Shared<Req, <Self as Service<Req>>::Future>
+    where
+        Self: Service<Req, Error = BoxError> + Send + 'static,
+        <Self as Service<Req>>::Future: Send + 'static,
+        Req: Send + 'static,
+    {
+        Shared::start(self, bound, true)
+    }
+
+    /// As [`spawn`](Self::spawn), but the task connects only when the first
+    /// request arrives; after that it is as eager.
+    ///
+    /// # Panics
+    ///
+    /// If `bound` is 0, or when called outside a tokio runtime.
+    #[track_caller]
+    pub fn spawn_lazy<Req>(self, bound: usize) -> Shared<Req, <Self as Service<Req>>::Future>
+    where
+        Self: Service<Req, Error = BoxError> + Send + 'static,
+        <Self as Service<Req>>::Future: Send + 'static,
+        Req: Send + 'static,
+    {
+        Shared::start(self, bound, false)
+    }
+}
+
+// ===== impl Shared =====
+
+impl<Req, F> Shared<Req, F>
+where
+    Req: Send + 'static,
+    F: Send + 'static,
+{
+    #[track_caller]
+    fn start<M, T>(service: Reconnect<M, T>, bound: usize, eager: bool) -> Self
+    where
+        M: Service<T>,
+        Reconnect<M, T>: Service<Req, Error = BoxError, Future = F> + Send + 'static,
+    {
+        assert!(
+            bound > 0,
+            "redial: the shared queue bound must be at least 1"
+        );
+        let (tx, rx) = mpsc::channel(bound);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let handle = Arc::new(Handle::default());
+        let watch = service.watch();
+        let worker = Worker::new(service, rx, control_rx, eager, handle.clone());
+        tokio::spawn(worker.run());
+        Self {
+            tx: PollSender::new(tx),
+            control,
+            handle,
+            watch,
+        }
+    }
+}
+
+impl<Req, F> Shared<Req, F> {
+    /// A watch on the shared connection's state.
+    pub fn watch(&self) -> ConnectionWatch {
+        self.watch.clone()
+    }
+
+    /// Starts the backoff schedule afresh and makes a waiting retry due now,
+    /// for every clone (see [`Reconnect::reset_backoff`]).
+    pub fn reset_backoff(&self) {
+        let _ = self.control.send(Control::ResetBackoff);
+    }
+
+    /// Closes the connection for every clone: from now on `poll_ready` and
+    /// queued requests fail with [`Closed`](crate::error::Closed); the task
+    /// then drops the connection and the watch shows `Closed` (await
+    /// [`ConnectionWatch::disconnected`] to know it is done). Responses
+    /// already on their way are not cancelled.
+    pub fn close(&self) {
+        self.handle.set_closed(crate::error::Closed::new(None));
+        let _ = self.control.send(Control::Close);
+    }
+
+    /// Whether the handle is closed: by [`close`](Self::close), by giving
+    /// up, or because the task ended.
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+}
+
+impl<Req, F, T, E> Service<Req> for Shared<Req, F>
+where
+    Req: Send + 'static,
+    F: std::future::Future<Output = Result<T, E>> + Send + 'static,
+    E: Into<BoxError>,
+{
+    type Response = T;
+    type Error = BoxError;
+    type Future = SharedFuture<F>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.handle.is_closed() {
+            return Poll::Ready(Err(self.handle.closed_error()));
+        }
+        self.tx
+            .poll_reserve(cx)
+            .map_err(|_| self.handle.closed_error())
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let (tx, rx) = oneshot::channel();
+        let span = tracing::Span::current();
+        match self.tx.send_item(Message { request, tx, span }) {
+            Ok(()) => SharedFuture::new(rx),
+            Err(_) if self.tx.is_closed() || self.handle.is_closed() => {
+                SharedFuture::failed(self.handle.closed_error())
+            }
+            Err(_) => SharedFuture::failed(Box::new(NotReady::new())),
+        }
+    }
+}
+
+impl<Req, F> Clone for Shared<Req, F> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            control: self.control.clone(),
+            handle: self.handle.clone(),
+            watch: self.watch.clone(),
+        }
+    }
+}
+
+impl<Req, F> fmt::Debug for Shared<Req, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("state", &self.watch.state())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}

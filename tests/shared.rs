@@ -1,0 +1,306 @@
+//! The shared, eager handle: eagerness, idle detection, many clones, close.
+mod support;
+
+use std::time::Duration;
+
+use redial::{
+    error::{Closed, GaveUp, Unavailable},
+    Backoff, Phase, ReconnectLayer, Shared,
+};
+use support::{advance_ms, Dial, Make};
+use tokio::time::Instant;
+use tokio_test::{assert_pending, assert_ready_ok, task};
+use tower::{BoxError, Layer, Service, ServiceExt};
+
+type Handle = Shared<u32, redial::future::ResponseFuture<<support::Conn as Service<u32>>::Future>>;
+
+fn layer() -> ReconnectLayer<&'static str> {
+    ReconnectLayer::new("peer").backoff(Backoff::default().jitter(0.0))
+}
+
+fn spawn(layer: ReconnectLayer<&'static str>, make: &Make, bound: usize) -> Handle {
+    layer.layer(make.clone()).spawn(bound)
+}
+
+/// Lets the worker task run until it has nothing left to do.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+fn find<E: std::error::Error + 'static>(err: &BoxError) -> Option<&E> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&**err);
+    while let Some(e) = cur {
+        if let Some(e) = e.downcast_ref::<E>() {
+            return Some(e);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// The handle connects as soon as it is built, without a request.
+#[tokio::test(start_paused = true)]
+async fn connects_eagerly_without_a_request() {
+    let make = Make::new();
+    let shared = spawn(layer(), &make, 8);
+    shared.watch().connected().await.unwrap();
+    assert_eq!(make.dials(), 1);
+    assert_eq!(make.conn().calls(), 0);
+}
+
+/// The lazy form waits for the first request, then connects.
+#[tokio::test(start_paused = true)]
+async fn lazy_connects_at_the_first_request() {
+    let make = Make::new();
+    let shared: Handle = layer().layer(make.clone()).spawn_lazy(8);
+    settle().await;
+    assert_eq!(make.dials(), 0);
+    assert_eq!(shared.watch().phase(), Phase::Idle);
+    assert_eq!(shared.clone().oneshot(1).await.unwrap(), 2);
+    assert_eq!(make.dials(), 1);
+}
+
+/// An idle connection that goes away is noticed through its poll_ready waker and replaced, with no request.
+#[tokio::test(start_paused = true)]
+async fn idle_disconnect_is_noticed_without_a_request() {
+    let make = Make::new();
+    let shared = spawn(layer(), &make, 8);
+    let watch = shared.watch();
+    watch.connected().await.unwrap();
+    advance_ms(10_000).await;
+
+    let polls = make.conn().polls();
+    make.conn().kill();
+    settle().await;
+    let state = watch.state();
+    assert_eq!(state.disconnects(), 1);
+    assert_eq!(state.connects(), 2, "reconnected in the background");
+    assert_eq!(make.dials(), 2);
+    // Woken by the connection, not by a polling loop: no polls while idle.
+    advance_ms(60_000).await;
+    settle().await;
+    assert_eq!(make.conns()[1].polls(), 1);
+    assert!(
+        polls <= 2,
+        "an idle connection is polled once, not in a loop"
+    );
+}
+
+/// Two clones waiting on one slow connect are both woken and both served.
+#[tokio::test(start_paused = true)]
+async fn two_clones_waiting_on_one_connect_both_proceed() {
+    let make = Make::new();
+    make.push([Dial::ConnectAfter(Duration::from_secs(1))]);
+    let shared = spawn(layer(), &make, 8);
+    let started = Instant::now();
+    let a = tokio::spawn(shared.clone().oneshot(1));
+    let b = tokio::spawn(shared.clone().oneshot(2));
+    assert_eq!(a.await.unwrap().unwrap(), 2);
+    assert_eq!(b.await.unwrap().unwrap(), 3);
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    assert_eq!(make.dials(), 1);
+}
+
+/// While Disconnected every clone fails fast with Unavailable, and no request dials.
+#[tokio::test(start_paused = true)]
+async fn every_clone_fails_fast_without_dialling() {
+    let make = Make::new();
+    make.otherwise(Dial::Fail("refused"));
+    let shared = spawn(layer(), &make, 64);
+    settle().await;
+    let calls: Vec<_> = (0..50)
+        .map(|_| tokio::spawn(shared.clone().oneshot(1)))
+        .collect();
+    for call in calls {
+        let err = call.await.unwrap().unwrap_err();
+        assert!(err.is::<Unavailable>(), "{err:?}");
+    }
+    assert_eq!(make.dials(), 1);
+    // The retries run in the background on their schedule: 2 s, 5.2 s.
+    advance_ms(1999).await;
+    settle().await;
+    assert_eq!(make.dials(), 1);
+    advance_ms(1).await;
+    settle().await;
+    assert_eq!(make.dials(), 2);
+    advance_ms(3200).await;
+    settle().await;
+    assert_eq!(make.dials(), 3);
+}
+
+/// In wait-for-ready mode clones wait through the outage and are all served when it ends.
+#[tokio::test(start_paused = true)]
+async fn wait_for_ready_clones_wait_then_succeed() {
+    let make = Make::new();
+    make.push([Dial::Fail("refused"), Dial::Fail("refused")]);
+    let shared = spawn(layer().wait_for_ready(true), &make, 16);
+    let started = Instant::now();
+    let calls: Vec<_> = (1..=10u32)
+        .map(|n| tokio::spawn(shared.clone().oneshot(n)))
+        .collect();
+    for (n, call) in (1..=10u32).zip(calls) {
+        assert_eq!(call.await.unwrap().unwrap(), n + 1);
+    }
+    assert_eq!(started.elapsed(), Duration::from_millis(5200));
+    assert_eq!(make.conn().calls(), 10);
+}
+
+/// The queue is bounded: when it is full, poll_ready is Pending until a slot frees.
+#[tokio::test(start_paused = true)]
+async fn full_queue_applies_backpressure() {
+    let make = Make::new();
+    make.push([Dial::ConnectAfter(Duration::from_secs(1))]);
+    let shared = spawn(layer(), &make, 2);
+    let mut a = shared.clone();
+    let mut b = shared.clone();
+    let mut c = shared.clone();
+    let fa = {
+        assert_ready_ok!(support::poll_ready(&mut a));
+        a.call(1)
+    };
+    let fb = {
+        assert_ready_ok!(support::poll_ready(&mut b));
+        b.call(2)
+    };
+    let mut third = task::spawn(async move { c.ready().await.map(|_| ()) });
+    assert_pending!(third.poll());
+
+    advance_ms(1000).await;
+    assert_eq!(fa.await.unwrap(), 2);
+    assert_eq!(fb.await.unwrap(), 3);
+    assert!(third.is_woken());
+    assert_ready_ok!(third.poll());
+}
+
+/// close() fails queued calls with Closed, drops the connection, publishes Closed once and ends the task.
+#[tokio::test(start_paused = true)]
+async fn close_fails_pending_calls_and_leaves_nothing() {
+    let make = Make::new();
+    make.push([Dial::Connect]);
+    let before = alive_tasks();
+    let shared = spawn(layer(), &make, 8);
+    let watch = shared.watch();
+    watch.connected().await.unwrap();
+    let conn = make.conn();
+    conn.set_busy(true); // requests queue up behind a busy connection
+    let calls: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(shared.clone().oneshot(1)))
+        .collect();
+    settle().await;
+
+    let mut rx = watch.subscribe();
+    shared.close();
+    for call in calls {
+        let err = call.await.unwrap().unwrap_err();
+        assert!(err.is::<Closed>(), "{err:?}");
+    }
+    assert_eq!(watch.disconnected().await.phase(), Phase::Closed);
+    settle().await;
+    assert!(!conn.is_held(), "the connection was dropped");
+    assert_eq!(conn.calls(), 0, "queued requests were never sent");
+    assert!(rx.changed().await.is_ok());
+    assert!(
+        rx.changed().await.is_err(),
+        "Closed published once, then the sender is gone"
+    );
+    assert_eq!(alive_tasks(), before, "the worker task ended");
+    assert!(shared.clone().oneshot(1).await.unwrap_err().is::<Closed>());
+}
+
+/// Dropping the last handle closes the connection and ends the task.
+#[tokio::test(start_paused = true)]
+async fn dropping_the_last_handle_closes() {
+    let make = Make::new();
+    let before = alive_tasks();
+    let shared = spawn(layer(), &make, 8);
+    let watch = shared.watch();
+    watch.connected().await.unwrap();
+    let clone = shared.clone();
+    drop(shared);
+    settle().await;
+    assert!(watch.is_connected(), "one handle is left");
+    drop(clone);
+    assert_eq!(watch.disconnected().await.phase(), Phase::Closed);
+    settle().await;
+    assert!(!make.conn().is_held());
+    assert_eq!(alive_tasks(), before);
+}
+
+/// A panic in the make service reaches callers as Closed, never a hang, and the watch closes.
+#[tokio::test(start_paused = true)]
+async fn panic_in_the_make_service_surfaces_as_closed() {
+    let make = Make::new();
+    make.push([Dial::Panic]);
+    let shared: Handle = layer()
+        .wait_for_ready(true)
+        .layer(make.clone())
+        .spawn_lazy(8);
+    let err = shared.clone().oneshot(1).await.unwrap_err();
+    assert!(find::<Closed>(&err).is_some(), "{err:?}");
+    assert_eq!(shared.watch().disconnected().await.phase(), Phase::Closed);
+    assert!(shared.clone().oneshot(1).await.unwrap_err().is::<Closed>());
+}
+
+/// Giving up after max_attempts closes the handle with GaveUp as the cause.
+#[tokio::test(start_paused = true)]
+async fn giving_up_closes_the_handle() {
+    let make = Make::new();
+    make.otherwise(Dial::Fail("refused"));
+    let shared = spawn(
+        ReconnectLayer::new("peer")
+            .backoff(Backoff::constant(Duration::from_secs(1)))
+            .max_attempts(2)
+            .wait_for_ready(true),
+        &make,
+        8,
+    );
+    let pending = tokio::spawn(shared.clone().oneshot(1));
+    let err = pending.await.unwrap().unwrap_err();
+    assert!(err.is::<Closed>());
+    assert_eq!(find::<GaveUp>(&err).unwrap().attempts(), 2);
+    assert_eq!(make.dials(), 2);
+    assert!(shared.is_closed());
+}
+
+/// reset_backoff on a handle makes the waiting retry happen now.
+#[tokio::test(start_paused = true)]
+async fn reset_backoff_on_the_handle_dials_now() {
+    let make = Make::new();
+    make.push([Dial::Fail("refused")]);
+    let shared = spawn(layer(), &make, 8);
+    settle().await;
+    assert_eq!(make.dials(), 1);
+    advance_ms(500).await;
+    let reset_at = Instant::now();
+    shared.reset_backoff();
+    shared.watch().connected().await.unwrap();
+    assert_eq!(make.dials(), 2);
+    // Without the reset the retry would come 1.5 s later.
+    assert!(
+        reset_at.elapsed() <= Duration::from_millis(1),
+        "{:?}",
+        reset_at.elapsed()
+    );
+}
+
+/// A request whose caller gave up while it was queued is never sent.
+#[tokio::test(start_paused = true)]
+async fn cancelled_request_is_never_sent() {
+    let make = Make::new();
+    make.push([Dial::ConnectAfter(Duration::from_secs(1))]);
+    let shared = spawn(layer(), &make, 8);
+    let mut svc = shared.clone();
+    assert_ready_ok!(support::poll_ready(&mut svc));
+    drop(svc.call(1)); // queued, then abandoned
+    advance_ms(1000).await;
+    assert_eq!(shared.clone().oneshot(5).await.unwrap(), 6);
+    assert_eq!(make.conn().calls(), 1);
+}
