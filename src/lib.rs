@@ -74,13 +74,23 @@
 //! - A [`Backoff`] of your own that runs out of delays gives up, as
 //!   `max_attempts` does.
 //!
-//! # With `tower::buffer` and `tower::balance`
+//! # Sharing one connection
 //!
-//! `Reconnect` has one owner and is driven by its `poll_ready`. Share it
-//! across tasks with [`tower::buffer::Buffer`](https://docs.rs/tower/0.5/tower/buffer/struct.Buffer.html); under
-//! `tower::balance::p2c::Balance`, use
-//! [`wait_for_ready(true)`](ReconnectLayer::wait_for_ready) so that a dead
-//! endpoint is skipped rather than failing requests.
+//! `Reconnect` has one owner and is driven by its `poll_ready`.
+//! [`Reconnect::spawn`] moves it into a background task and returns a
+//! clone-able [`Shared`] handle: the task connects at once, notices an idle
+//! connection closing, reconnects in the background, and serves every
+//! clone through a bounded queue; `watch()`, `reset_backoff()` and `close()`
+//! are on the handle. See [`Shared`] for when
+//! [`tower::buffer::Buffer`](https://docs.rs/tower/0.5/tower/buffer/struct.Buffer.html)
+//! over a `Reconnect` is enough.
+//!
+//! # With `tower::balance`
+//!
+//! Under `tower::balance::p2c::Balance`, give each endpoint its own
+//! `Reconnect` with [`wait_for_ready(true)`](ReconnectLayer::wait_for_ready),
+//! so that a dead endpoint is skipped (its `poll_ready` pends) rather than
+//! failing requests, and takes traffic again once it reconnects.
 //!
 //! # Minimum supported Rust version
 //!
