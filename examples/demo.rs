@@ -20,26 +20,25 @@
 //!
 //! Add `RUST_LOG=redial=debug` to see the crate's own log next to it.
 
+#[allow(dead_code)] // the demo does not read the lines the server saw
+#[path = "common/line.rs"]
+mod line;
+
 use std::{
     error::Error,
-    future::Future,
-    io,
     net::SocketAddr,
-    pin::Pin,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
-    task::{Context, Poll},
     time::Duration,
 };
 
+use line::{LineConn, LineServer};
 use redial::{error::Unavailable, Backoff, ConnectionState, ReconnectLayer};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
-    net::{TcpListener, TcpSocket, TcpStream},
-    sync::{mpsc, oneshot, watch},
-    task::{JoinHandle, JoinSet},
+    net::TcpStream,
+    sync::watch,
     time::{interval, Instant, MissedTickBehavior},
 };
 use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
@@ -53,7 +52,7 @@ async fn main() -> Result<(), BoxError> {
     let clock = Clock(start);
 
     let mut server = LineServer::start(([127, 0, 0, 1], 0).into())?;
-    clock.say(format!("server listening on {}", server.addr));
+    clock.say(format!("server listening on {}", server.addr()));
 
     // The make service: one TCP connection per call, counted.
     let attempts = Arc::new(AtomicUsize::new(0));
@@ -66,7 +65,7 @@ async fn main() -> Result<(), BoxError> {
     });
     let mut client = ServiceBuilder::new()
         .layer(
-            ReconnectLayer::new(server.addr)
+            ReconnectLayer::new(server.addr())
                 .connect_timeout(Duration::from_secs(1))
                 .backoff(Backoff::exponential(
                     Duration::from_millis(200),
@@ -95,7 +94,7 @@ async fn main() -> Result<(), BoxError> {
     )
     .await;
     server.restart()?;
-    clock.say(format!("--- server restarted on {} ---", server.addr));
+    clock.say(format!("--- server restarted on {} ---", server.addr()));
     send_until(
         &mut client,
         start + Duration::from_secs(11),
@@ -204,163 +203,4 @@ impl Clock {
     fn say(self, line: impl std::fmt::Display) {
         println!("[{:>5.2}s] {line}", self.0.elapsed().as_secs_f64());
     }
-}
-
-// ===== LineConn: the connection =====
-
-/// A line to send, and where its reply goes.
-type Request = (String, oneshot::Sender<io::Result<String>>);
-
-/// A client connection for a line protocol: send a line, read one back.
-///
-/// A task spawned by `new` owns the socket. `poll_ready` fails once that
-/// task has ended (the peer closed the socket, or it failed), which is how
-/// `Reconnect` learns that the connection is gone, as it does from hyper's
-/// `SendRequest`.
-struct LineConn {
-    requests: mpsc::UnboundedSender<Request>,
-    /// The task holds the other end, and drops it when the socket closes.
-    alive: oneshot::Sender<()>,
-}
-
-impl LineConn {
-    fn new(stream: TcpStream) -> Self {
-        let (requests, rx) = mpsc::unbounded_channel();
-        let (alive, alive_rx) = oneshot::channel();
-        tokio::spawn(drive(stream, rx, alive_rx));
-        Self { requests, alive }
-    }
-}
-
-impl Service<String> for LineConn {
-    type Response = String;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<String>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // The check also leaves the caller's waker for the close, so a task
-        // holding an idle connection is woken when the peer goes away.
-        match self.alive.poll_closed(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(closed())),
-            Poll::Pending => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn call(&mut self, line: String) -> Self::Future {
-        let (reply, answer) = oneshot::channel();
-        // Should the task be gone, `reply` is dropped and `answer` says so.
-        let _ = self.requests.send((line, reply));
-        Box::pin(async move { answer.await.unwrap_or_else(|_| Err(closed())) })
-    }
-}
-
-/// Owns the socket: writes each request and reads its reply, until the peer
-/// closes, the socket fails or the [`LineConn`] is dropped.
-async fn drive(
-    stream: TcpStream,
-    mut requests: mpsc::UnboundedReceiver<Request>,
-    alive: oneshot::Receiver<()>,
-) {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    let failed = loop {
-        tokio::select! {
-            request = requests.recv() => {
-                let Some((line, reply)) = request else { return };
-                let answer = async {
-                    write.write_all(format!("{line}\n").as_bytes()).await?;
-                    lines.next_line().await?.ok_or_else(closed)
-                };
-                match answer.await {
-                    Ok(answer) => { let _ = reply.send(Ok(answer)); }
-                    Err(err) => break Some((reply, err)),
-                }
-            }
-            // The server speaks only when spoken to: EOF, an error or stray
-            // bytes between requests all end the connection.
-            _ = lines.next_line() => break None,
-        }
-    };
-    // Mark the connection closed before failing the request, so that the
-    // caller's next `poll_ready` already knows.
-    drop(alive);
-    if let Some((reply, err)) = failed {
-        let _ = reply.send(Err(err));
-    }
-}
-
-fn closed() -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionAborted, "connection closed")
-}
-
-// ===== LineServer =====
-
-/// A server that answers each line with `echo: <line>`. It can stop
-/// (closing the listener and every connection) and start again on the same
-/// address.
-struct LineServer {
-    addr: SocketAddr,
-    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
-}
-
-impl LineServer {
-    /// Listens on `addr`; port 0 picks a free port, kept for restarts.
-    fn start(addr: SocketAddr) -> io::Result<Self> {
-        let mut server = Self {
-            addr,
-            running: None,
-        };
-        server.restart()?;
-        Ok(server)
-    }
-
-    /// Listens on `addr` again. SO_REUSEADDR lets the port be bound at once
-    /// although the closed connections still sit in TIME_WAIT.
-    fn restart(&mut self) -> io::Result<()> {
-        let socket = TcpSocket::new_v4()?;
-        socket.set_reuseaddr(true)?;
-        socket.bind(self.addr)?;
-        let listener = socket.listen(64)?;
-        self.addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel();
-        self.running = Some((stop, tokio::spawn(serve(listener, stopped))));
-        Ok(())
-    }
-
-    /// Stops accepting and closes every connection; returns once they are
-    /// all closed.
-    async fn stop(&mut self) {
-        if let Some((stop, task)) = self.running.take() {
-            drop(stop);
-            let _ = task.await;
-        }
-    }
-}
-
-async fn serve(listener: TcpListener, mut stop: oneshot::Receiver<()>) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    conns.spawn(echo(stream));
-                }
-            }
-            _ = &mut stop => break,
-        }
-    }
-    drop(listener);
-    // Aborts every connection and waits until their sockets are closed.
-    conns.shutdown().await;
-}
-
-async fn echo(stream: TcpStream) -> io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    while let Some(line) = lines.next_line().await? {
-        write
-            .write_all(format!("echo: {line}\n").as_bytes())
-            .await?;
-    }
-    Ok(())
 }

@@ -5,6 +5,8 @@
 //! Real sockets need the real clock, so every wait here is on an event (the
 //! watch, a dial, a reply); the timeouts only keep a broken build from
 //! hanging.
+#[path = "../examples/common/line.rs"]
+mod line;
 mod support;
 
 use std::{
@@ -13,17 +15,17 @@ use std::{
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 
+use line::{LineConn, LineServer};
 use redial::{error::Unavailable, Backoff, ConnectionWatch, Phase, Reconnect, ReconnectLayer};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
-    net::{TcpListener, TcpSocket, TcpStream},
-    sync::{mpsc, oneshot, watch},
-    task::{JoinHandle, JoinSet},
+    net::{TcpSocket, TcpStream},
+    sync::watch,
+    task::JoinHandle,
     time::timeout,
 };
 use tower::{buffer::Buffer, BoxError, Layer, Service, ServiceExt};
@@ -39,7 +41,7 @@ const HANG: Duration = Duration::from_secs(10);
 #[tokio::test]
 async fn client_recovers_after_server_restart_on_same_port() {
     support::trace_init();
-    let mut server = LineServer::start();
+    let mut server = start_server();
     let dialer = Dialer::default();
     let mut svc = layer(server.addr()).layer(dialer.clone());
     let watch = svc.watch();
@@ -62,7 +64,7 @@ async fn client_recovers_after_server_restart_on_same_port() {
     assert_eq!(state.phase(), Phase::Disconnected);
     assert!(state.last_error().is_some());
 
-    server.restart();
+    server.restart().unwrap();
     guard(until_connected(&mut svc, &watch)).await;
     assert_eq!(guard(call(&mut svc, "two")).await.unwrap(), "echo: two");
 
@@ -78,7 +80,7 @@ async fn client_recovers_after_server_restart_on_same_port() {
 #[tokio::test]
 async fn wait_for_ready_requests_wait_out_the_restart() {
     support::trace_init();
-    let mut server = LineServer::start();
+    let mut server = start_server();
     let dialer = Dialer::default();
     let svc = layer(server.addr())
         .wait_for_ready(true)
@@ -114,7 +116,7 @@ async fn wait_for_ready_requests_wait_out_the_restart() {
     assert!(waiting.iter().all(|r| !r.is_finished()));
     assert_eq!(watch.phase(), Phase::Disconnected);
 
-    server.restart();
+    server.restart().unwrap();
     let mut answered = vec!["before".to_owned()];
     for (i, request) in waiting.into_iter().enumerate() {
         let reply = guard(request).await.unwrap().unwrap();
@@ -230,6 +232,11 @@ fn find<'a, E: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'a E>
     None
 }
 
+/// A [`LineServer`] on a free port of 127.0.0.1.
+fn start_server() -> LineServer {
+    LineServer::start(([127, 0, 0, 1], 0).into()).unwrap()
+}
+
 /// A port on 127.0.0.1 where nothing listens. The socket is bound but never
 /// listens, so dials are refused and no other test can take the port; keep
 /// it alive for the test.
@@ -273,176 +280,4 @@ impl Service<SocketAddr> for Dialer {
         self.attempts.send_modify(|a| *a += 1);
         Box::pin(async move { TcpStream::connect(addr).await.map(LineConn::new) })
     }
-}
-
-// ===== LineConn: the connection =====
-
-/// A line to send, and where its reply goes.
-type Request = (String, oneshot::Sender<io::Result<String>>);
-
-/// A client connection for a line protocol: send a line, read one back.
-///
-/// A task spawned by `new` owns the socket. `poll_ready` fails once that
-/// task has ended (the peer closed the socket, or it failed), which is how
-/// `Reconnect` learns that the connection is gone.
-struct LineConn {
-    requests: mpsc::UnboundedSender<Request>,
-    /// The task holds the other end, and drops it when the socket closes.
-    alive: oneshot::Sender<()>,
-}
-
-impl LineConn {
-    fn new(stream: TcpStream) -> Self {
-        let (requests, rx) = mpsc::unbounded_channel();
-        let (alive, alive_rx) = oneshot::channel();
-        tokio::spawn(drive(stream, rx, alive_rx));
-        Self { requests, alive }
-    }
-}
-
-impl Service<String> for LineConn {
-    type Response = String;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<String>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // The check also leaves the caller's waker for the close, so a task
-        // holding an idle connection is woken when the peer goes away.
-        match self.alive.poll_closed(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(closed())),
-            Poll::Pending => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn call(&mut self, line: String) -> Self::Future {
-        let (reply, answer) = oneshot::channel();
-        // Should the task be gone, `reply` is dropped and `answer` says so.
-        let _ = self.requests.send((line, reply));
-        Box::pin(async move { answer.await.unwrap_or_else(|_| Err(closed())) })
-    }
-}
-
-/// Owns the socket: writes each request and reads its reply, until the peer
-/// closes, the socket fails or the [`LineConn`] is dropped.
-async fn drive(
-    stream: TcpStream,
-    mut requests: mpsc::UnboundedReceiver<Request>,
-    alive: oneshot::Receiver<()>,
-) {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    let failed = loop {
-        tokio::select! {
-            request = requests.recv() => {
-                let Some((line, reply)) = request else { return };
-                let answer = async {
-                    write.write_all(format!("{line}\n").as_bytes()).await?;
-                    lines.next_line().await?.ok_or_else(closed)
-                };
-                match answer.await {
-                    Ok(answer) => { let _ = reply.send(Ok(answer)); }
-                    Err(err) => break Some((reply, err)),
-                }
-            }
-            // The server speaks only when spoken to: EOF, an error or stray
-            // bytes between requests all end the connection.
-            _ = lines.next_line() => break None,
-        }
-    };
-    // Mark the connection closed before failing the request, so that the
-    // caller's next `poll_ready` already knows.
-    drop(alive);
-    if let Some((reply, err)) = failed {
-        let _ = reply.send(Err(err));
-    }
-}
-
-fn closed() -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionAborted, "connection closed")
-}
-
-// ===== LineServer =====
-
-/// A server on 127.0.0.1 that answers each line with `echo: <line>` and
-/// records what it was sent. It can stop (closing the listener and every
-/// connection) and start again on the same port.
-struct LineServer {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<String>>>,
-    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
-}
-
-impl LineServer {
-    fn start() -> Self {
-        let mut server = Self {
-            addr: ([127, 0, 0, 1], 0).into(),
-            seen: Arc::default(),
-            running: None,
-        };
-        server.restart();
-        server
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    fn seen(&self) -> Vec<String> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    /// Listens on `addr` again. SO_REUSEADDR lets the port be bound at once
-    /// although the closed connections still sit in TIME_WAIT.
-    fn restart(&mut self) {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.set_reuseaddr(true).unwrap();
-        socket.bind(self.addr).unwrap();
-        let listener = socket.listen(64).unwrap();
-        self.addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(serve(listener, stopped, self.seen.clone()));
-        self.running = Some((stop, task));
-    }
-
-    /// Stops accepting and closes every connection; returns once they are
-    /// all closed.
-    async fn stop(&mut self) {
-        if let Some((stop, task)) = self.running.take() {
-            drop(stop);
-            task.await.unwrap();
-        }
-    }
-}
-
-async fn serve(
-    listener: TcpListener,
-    mut stop: oneshot::Receiver<()>,
-    seen: Arc<Mutex<Vec<String>>>,
-) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    conns.spawn(echo(stream, seen.clone()));
-                }
-            }
-            _ = &mut stop => break,
-        }
-    }
-    drop(listener);
-    // Aborts every connection and waits until their sockets are closed.
-    conns.shutdown().await;
-}
-
-async fn echo(stream: TcpStream, seen: Arc<Mutex<Vec<String>>>) -> io::Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    while let Some(line) = lines.next_line().await? {
-        seen.lock().unwrap().push(line.clone());
-        write
-            .write_all(format!("echo: {line}\n").as_bytes())
-            .await?;
-    }
-    Ok(())
 }
