@@ -7,7 +7,7 @@ use std::{
 use tower::{BoxError, Service};
 
 use crate::{
-    error::{cause, ConnectFailed, ConnectTimeout, NotReady},
+    error::{cause, ConnectFailed, ConnectTimeout},
     future::ResponseFuture,
     layer::Config,
     state::{Machine, State},
@@ -155,6 +155,7 @@ where
 {
     /// Drives the running attempt: the make service's readiness, then its
     /// future. `Ready(Ok)` once connected; the deadline is the caller's.
+    #[cold]
     fn poll_attempt(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectFailed>> {
         let m = &mut self.machine;
         if let State::Preparing = m.state {
@@ -168,21 +169,15 @@ where
         }
         Poll::Ready(Ok(()))
     }
-}
 
-impl<M, T, S, Req> Service<Req> for Reconnect<M, T>
-where
-    M: Service<T, Response = S>,
-    M::Error: Into<BoxError>,
-    S: Service<Req>,
-    S::Error: Into<BoxError>,
-    T: Clone + fmt::Debug,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+    /// Everything but the steady path: connecting, waiting, reconnecting,
+    /// and a connection whose response errors are classified.
+    #[inline(never)]
+    fn poll_ready_slow<Req>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>
+    where
+        M::Response: Service<Req>,
+        <M::Response as Service<Req>>::Error: Into<BoxError>,
+    {
         loop {
             let m = &mut self.machine;
             if let Some(fatal) = m.reported_lost() {
@@ -222,16 +217,42 @@ where
             }
         }
     }
+}
+
+impl<M, T, S, Req> Service<Req> for Reconnect<M, T>
+where
+    M: Service<T, Response = S>,
+    M::Error: Into<BoxError>,
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    T: Clone + fmt::Debug,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // The steady path, kept small so it inlines: connected, no classifier.
+        let m = &mut self.machine;
+        let classifies = m.classifies();
+        if let (State::Connected { svc }, false) = (&mut m.state, classifies) {
+            match svc.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    m.ready = true;
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Err(e)) => m.lost(Some(cause(e)), &self.target),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.poll_ready_slow(cx)
+    }
 
     fn call(&mut self, req: Req) -> Self::Future {
         let m = &mut self.machine;
-        if !std::mem::take(&mut m.ready) {
-            return ResponseFuture::failed(NotReady::new());
-        }
-        match &mut m.state {
-            State::Connected { svc } => ResponseFuture::new(svc.call(req), m.report()),
-            State::Closed { error } => ResponseFuture::failed(error.clone()),
-            _ => ResponseFuture::failed(m.unavailable()),
+        match (std::mem::take(&mut m.ready), &mut m.state) {
+            (true, State::Connected { svc }) => ResponseFuture::new(svc.call(req), m.report()),
+            (ready, _) => ResponseFuture::failed(m.refusal(ready)),
         }
     }
 }

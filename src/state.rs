@@ -18,10 +18,11 @@ use std::{
 };
 
 use tokio::time::{sleep_until, Instant, Sleep};
+use tower::BoxError;
 
 use crate::{
     backoff::Delays,
-    error::{Cause, ConnectionLost, GaveUp, Unavailable},
+    error::{Cause, ConnectionLost, GaveUp, NotReady, Unavailable},
     layer::{Classifier, Config},
     watch::{ConnectionWatch, Phase, Publisher},
 };
@@ -193,6 +194,17 @@ impl<F, S> Machine<F, S> {
         }
     }
 
+    /// The error for a call that cannot go to a connection: made without
+    /// readiness, after closing, or while disconnected (fail fast).
+    #[cold]
+    pub(crate) fn refusal(&self, ready: bool) -> BoxError {
+        match &self.state {
+            _ if !ready => Box::new(NotReady::new()),
+            State::Closed { error } => Box::new(error.clone()),
+            _ => Box::new(self.unavailable()),
+        }
+    }
+
     /// The error for a request that cannot be sent now.
     pub(crate) fn unavailable(&self) -> Unavailable {
         let retry_at = match self.state {
@@ -203,6 +215,7 @@ impl<F, S> Machine<F, S> {
     }
 
     /// Idle or Disconnected → an attempt (Preparing).
+    #[cold]
     pub(crate) fn start_attempt(&mut self, target: &dyn fmt::Debug) {
         let now = Instant::now();
         self.attempt += 1;
@@ -220,6 +233,7 @@ impl<F, S> Machine<F, S> {
     }
 
     /// The attempt's make future resolved with a connection.
+    #[cold]
     pub(crate) fn connected(&mut self, svc: S, target: &dyn fmt::Debug) {
         self.connected_at = Instant::now();
         if self.generation > 0 || self.outage {
@@ -242,6 +256,7 @@ impl<F, S> Machine<F, S> {
 
     /// The running attempt failed: schedule the next one, counted from the
     /// start of this one, or give up.
+    #[cold]
     pub(crate) fn attempt_failed(&mut self, cause: Cause, target: &dyn fmt::Debug) {
         let gave_up = self
             .config
@@ -278,6 +293,7 @@ impl<F, S> Machine<F, S> {
     /// the schedule starts afresh and the first reconnect is immediate. One
     /// that died sooner counts as a failed attempt, so a peer that accepts
     /// and closes is dialled on the growing schedule, never in a loop.
+    #[cold]
     pub(crate) fn lost(&mut self, source: Option<Cause>, target: &dyn fmt::Debug) {
         if !matches!(self.state, State::Connected { .. }) {
             return;
@@ -310,7 +326,22 @@ impl<F, S> Machine<F, S> {
 
     /// The fatal error a response future reported on the current
     /// connection, if any.
+    /// Whether response errors are classified, so the steady path must
+    /// look for a reported loss.
+    pub(crate) fn classifies(&self) -> bool {
+        self.detector.is_some()
+    }
+
+    #[inline]
     pub(crate) fn reported_lost(&self) -> Option<Cause> {
+        match self.detector {
+            None => None,
+            Some(_) => self.reported_lost_slow(),
+        }
+    }
+
+    #[cold]
+    fn reported_lost_slow(&self) -> Option<Cause> {
         let detector = self.detector.as_ref()?;
         if detector.lost.load(Ordering::Acquire) < self.generation {
             return None;
@@ -330,6 +361,7 @@ impl<F, S> Machine<F, S> {
     }
 
     /// Gives up: terminal.
+    #[cold]
     fn close(&mut self, error: GaveUp, target: &dyn fmt::Debug) {
         tracing::error!(?target, attempts = error.attempts(), %error, "gave up reconnecting");
         let cause: Cause = Arc::new(error.clone());
@@ -344,6 +376,7 @@ impl<F, S> Machine<F, S> {
     }
 
     /// The schedule starts afresh, and a pending retry is due now.
+    #[cold]
     pub(crate) fn reset_backoff(&mut self) {
         self.delays = self.config.backoff.iter();
         if let State::Disconnected { retry_at } = &mut self.state {
