@@ -92,6 +92,10 @@
 //! so that a dead endpoint is skipped (its `poll_ready` pends) rather than
 //! failing requests, and takes traffic again once it reconnects.
 //!
+//! # Features
+//!
+//! - `http`: the `redial::http` module, hyper HTTP/1 and HTTP/2 connectors.
+//!
 //! # Minimum supported Rust version
 //!
 //! 1.85, as declared in `Cargo.toml` (tokio's).
@@ -108,6 +112,8 @@
 mod backoff;
 pub mod error;
 pub mod future;
+#[cfg(feature = "http")]
+pub mod http;
 mod layer;
 mod service;
 mod shared;

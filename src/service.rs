@@ -42,7 +42,7 @@ use crate::{
 /// connection: reconnecting is not retrying.
 ///
 /// Calling `call` without a `Ready(Ok)` from `poll_ready` first returns a
-/// [`NotReady`] error instead of panicking.
+/// [`NotReady`](crate::error::NotReady) error instead of panicking.
 ///
 /// # Examples
 ///
