@@ -59,6 +59,10 @@ use crate::{error::NotReady, ConnectionWatch, Reconnect};
 /// every clone. `Buffer<Reconnect>` is enough when requests are frequent and
 /// nobody needs to know about the connection between them.
 ///
+/// Under `tower::balance`, balance over plain `Reconnect`s in wait-for-ready
+/// mode, not over `Shared` handles: a handle is ready whenever its queue has
+/// room, so the balancer could not skip a dead endpoint.
+///
 /// # Closing
 ///
 /// [`close`](Self::close), or dropping the last handle, stops the task: the
