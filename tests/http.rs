@@ -34,7 +34,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use redial::{
     error::{ConnectFailed, Unavailable},
     http::{ConnectionClosed, Http1Connector, Http2Connector},
-    Backoff, ConnectionWatch, Phase, Reconnect, ReconnectLayer,
+    Backoff, ConnectionWatch, Phase, Reconnect, ReconnectLayer, Shared,
 };
 use tokio::{
     net::{TcpListener, TcpSocket, TcpStream},
@@ -42,7 +42,7 @@ use tokio::{
     task::{JoinHandle, JoinSet},
     time::{timeout, Instant},
 };
-use tower::{buffer::Buffer, BoxError, Layer, Service, ServiceExt};
+use tower::{BoxError, Layer, Service, ServiceExt};
 
 type Body = Full<Bytes>;
 
@@ -86,8 +86,8 @@ enum Mode {
     WaitForReady,
 }
 
-/// A client sends numbered requests one after the other through
-/// `Buffer<Reconnect>`; the server is stopped mid-run and restarted on the
+/// A client sends numbered requests one after the other through the shared
+/// handle (`Reconnect::spawn`); the server is stopped mid-run and restarted on the
 /// same port once the watch shows the loss. The watch goes Connected → not
 /// connected → Connected, requests succeed again without a new client, and
 /// the server saw each request at most once.
@@ -99,12 +99,12 @@ async fn recovers_after_restart(proto: Proto, mode: Mode) {
         Proto::Http1 => {
             let svc = layer.layer(Http1Connector::new());
             let watch = svc.watch();
-            (Buffer::new(svc, 8), watch)
+            (svc.spawn(8), watch)
         }
         Proto::Http2 => {
             let svc = layer.layer(Http2Connector::new());
             let watch = svc.watch();
-            (Buffer::new(svc, 8), watch)
+            (svc.spawn(8), watch)
         }
     };
     let phases = record_phases(&watch);
@@ -166,7 +166,7 @@ struct Runner {
 }
 
 type Client =
-    Buffer<Request<Body>, <Reconnect<Http1Connector<Body>, Uri> as Service<Request<Body>>>::Future>;
+    Shared<Request<Body>, <Reconnect<Http1Connector<Body>, Uri> as Service<Request<Body>>>::Future>;
 
 impl Runner {
     fn start(mut client: Client) -> Self {
@@ -180,9 +180,8 @@ impl Runner {
                 }
                 let path = format!("/req/{i}");
                 let result = guard(get(&mut client, &path)).await;
-                // Under a `Buffer`, requests are what drives a lazy
-                // `Reconnect`; while it fails fast, this client paces its
-                // retries as an application would.
+                // While it fails fast, this client paces its retries as an
+                // application would, rather than spinning.
                 if result
                     .as_ref()
                     .is_err_and(|err| find::<Unavailable>(&**err).is_some())
@@ -429,6 +428,45 @@ where
     guard(server.until_open(1)).await;
     drop(conn);
     guard(server.until_open(0)).await;
+}
+
+/// Closing the shared handle: the server sees the socket closed, later
+/// calls fail with `Closed`, and no task of the client is left.
+#[tokio::test]
+async fn closing_the_shared_handle_closes_the_socket_and_ends_its_tasks() {
+    support::trace_init();
+    for proto in [Proto::Http1, Proto::Http2] {
+        let server = Server::start(proto);
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        let before = tasks();
+        let layer = layer(&server);
+        let mut client: Client = match proto {
+            Proto::Http1 => layer.layer(Http1Connector::new()).spawn(8),
+            Proto::Http2 => layer.layer(Http2Connector::new()).spawn(8),
+        };
+        let watch = client.watch();
+        assert_eq!(guard(get(&mut client, "/one")).await.unwrap(), "hello /one");
+        guard(server.until_open(1)).await;
+
+        client.close();
+        assert_eq!(guard(watch.disconnected()).await.phase(), Phase::Closed);
+        guard(server.until_open(0)).await;
+        let err = guard(get(&mut client, "/two")).await.unwrap_err();
+        assert!(err.is::<redial::error::Closed>(), "{err:?}");
+        // The worker and the connection's driver end; only the server's
+        // own tasks, counted in `before`, remain.
+        guard(async {
+            while tasks() > before {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert_eq!(server.seen_paths(), ["/one"]);
+    }
 }
 
 /// A target the connector cannot dial (no scheme, no host, not `http`)
