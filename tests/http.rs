@@ -430,6 +430,35 @@ where
     guard(server.until_open(0)).await;
 }
 
+/// The shared handle notices its idle connection closing with no request at
+/// all: the watch shows the loss, and it reconnects by itself when the
+/// server is back.
+#[tokio::test]
+async fn shared_handle_notices_an_idle_close_without_a_request() {
+    support::trace_init();
+    for proto in [Proto::Http1, Proto::Http2] {
+        let mut server = Server::start(proto);
+        let layer = layer(&server);
+        let client: Client = match proto {
+            Proto::Http1 => layer.layer(Http1Connector::new()).spawn(8),
+            Proto::Http2 => layer.layer(Http2Connector::new()).spawn(8),
+        };
+        let watch = client.watch();
+        guard(watch.connected()).await.unwrap();
+        guard(server.until_open(1)).await;
+
+        server.stop().await;
+        let state = guard(watch.disconnected()).await;
+        assert_ne!(state.phase(), Phase::Closed);
+        assert_eq!(watch.state().disconnects(), 1);
+
+        server.restart();
+        guard(watch.connected()).await.unwrap();
+        assert_eq!(watch.state().connects(), 2);
+        assert_eq!(server.requests(), 0, "no request was needed");
+    }
+}
+
 /// Closing the shared handle: the server sees the socket closed, later
 /// calls fail with `Closed`, and no task of the client is left.
 #[tokio::test]
