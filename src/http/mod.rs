@@ -1,0 +1,118 @@
+//! hyper HTTP/1 and HTTP/2 connectors: make services from a [`Uri`] to a
+//! connection, for [`Reconnect`](crate::Reconnect).
+//!
+//! [`Http1Connector`] and [`Http2Connector`] dial TCP through hyper-util's
+//! [`HttpConnector`] (or any connector of yours, see
+//! [`with_connector`](Http1Connector::with_connector)), do the hyper
+//! handshake, spawn the task that drives the connection, and hand back an
+//! [`Http1Connection`] or [`Http2Connection`]: a
+//! `tower::Service<http::Request<B>>` whose `poll_ready` fails once the
+//! connection has closed. Under [`Reconnect`](crate::Reconnect) that failure
+//! is the signal to reconnect.
+//!
+//! This module is behind the `http` feature.
+//!
+//! # Example
+//!
+//! A reconnecting hyper client:
+//!
+//! ```
+//! # use std::convert::Infallible;
+//! # use http_body_util::Full;
+//! # use hyper_util::rt::TokioIo;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! # let addr = listener.local_addr()?;
+//! # tokio::spawn(async move {
+//! #     while let Ok((tcp, _)) = listener.accept().await {
+//! #         let hello = hyper::service::service_fn(|_req| async {
+//! #             Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("hello"))))
+//! #         });
+//! #         let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), hello);
+//! #         tokio::spawn(conn);
+//! #     }
+//! # });
+//! use http::{Request, Uri};
+//! use http_body_util::{BodyExt, Empty};
+//! use hyper::body::Bytes;
+//! use redial::{http::Http1Connector, ReconnectLayer};
+//! use tower::{Layer, ServiceExt};
+//!
+//! let uri: Uri = format!("http://{addr}").parse()?;
+//! let client = ReconnectLayer::new(uri).layer(Http1Connector::new());
+//!
+//! let req = Request::get("/hello").body(Empty::<Bytes>::new())?;
+//! let res = client.oneshot(req).await?;
+//! assert_eq!(res.into_body().collect().await?.to_bytes(), "hello");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! To share one connection between tasks, put the `Reconnect` under
+//! [`tower::buffer::Buffer`](https://docs.rs/tower/0.5/tower/buffer/struct.Buffer.html)
+//! (`ServiceBuilder::new().buffer(1024).layer(ReconnectLayer::new(uri))`),
+//! then call `ready().await?.call(req)` on a clone in each task.
+//!
+//! # Closing
+//!
+//! A connection's `poll_ready` returns `Err(`[`ConnectionClosed`]`)` once the
+//! task driving it has finished: the server closed it, the socket failed, or
+//! the protocol failed. While the connection is open, `poll_ready` also
+//! leaves the caller's waker with that task, so a task that only polls
+//! readiness is woken as soon as an idle connection goes away, with no
+//! request and no timer. hyper's `SendRequest::poll_ready` alone does not do
+//! this (it reports a close, but does not wake anyone for it); redial's
+//! eager shared handle relies on it to notice idle disconnects and reconnect
+//! in the background.
+//!
+//! # Request URIs
+//!
+//! Each connection knows the [`Uri`] it was dialled with (its *target*) and
+//! fills in what a request leaves out, so the same request works with
+//! hyper-util's legacy `Client` and here:
+//!
+//! - **HTTP/1** ([`Http1Connection`]) sends the request target in origin-form
+//!   (`/path?query`), as hyper-util's `Client` does when no proxy is used: an
+//!   absolute URI (`http://host/path`) is cut down to its path and query, a
+//!   `CONNECT` request's to its authority. A request without a `Host` header
+//!   gets one from its own URI's authority, or else from the target's.
+//!   Requests for a forward proxy, which need absolute-form, are therefore
+//!   not supported.
+//! - **HTTP/2** ([`Http2Connection`]) needs a scheme and an authority on
+//!   every request (the `:scheme` and `:authority` pseudo-headers): a request
+//!   with only a path (`/path`, as tonic's generated clients send) gets the
+//!   target's scheme and authority, as tonic's `Channel` does; an absolute
+//!   URI is sent as it is. `CONNECT` requests are sent as they are.
+//!
+//! The request's own URI never chooses where it goes: that is the target's
+//! job.
+//!
+//! # Errors
+//!
+//! Every error is a [`tower::BoxError`]. A connect attempt fails with the
+//! connector's error (hyper-util's `ConnectError`, for instance `invalid URL,
+//! scheme is not http` for a target like `127.0.0.1:3000` without
+//! `http://`, or `tcp connect error` with the `io::Error` as its source) or
+//! the handshake's [`hyper::Error`]; `Reconnect` wraps either in
+//! [`ConnectFailed`](crate::error::ConnectFailed). `poll_ready` fails with
+//! [`ConnectionClosed`]; a response future with the [`hyper::Error`] hyper
+//! gave. Nothing here panics on a bad target or request.
+//!
+//! # Costs
+//!
+//! One allocation per connect attempt (the boxed [`ConnectFuture`]) and one
+//! per request ([`ResponseFuture`] boxes hyper's response future, whose type
+//! has no name), plus hyper's own; one tokio task per live connection.
+//!
+//! [`Uri`]: http::Uri
+//! [`HttpConnector`]: hyper_util::client::legacy::connect::HttpConnector
+
+mod connection;
+mod connector;
+mod origin;
+
+pub use self::{
+    connection::{ConnectionClosed, Http1Connection, Http2Connection, ResponseFuture},
+    connector::{ConnectFuture, Http1Connector, Http2Connector},
+};
