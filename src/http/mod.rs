@@ -49,10 +49,11 @@
 //! # }
 //! ```
 //!
-//! To share one connection between tasks, put the `Reconnect` under
-//! [`tower::buffer::Buffer`](https://docs.rs/tower/0.5/tower/buffer/struct.Buffer.html)
-//! (`ServiceBuilder::new().buffer(1024).layer(ReconnectLayer::new(uri))`),
-//! then call `ready().await?.call(req)` on a clone in each task.
+//! To share one connection between tasks, spawn it:
+//! `ReconnectLayer::new(uri).layer(Http2Connector::new()).spawn(1024)` gives
+//! a clone-able [`Shared`](crate::Shared) handle that connects at once and
+//! notices an idle connection closing (see [Closing](#closing)); a tonic
+//! generated client takes it as its channel (`HealthClient::new(shared)`).
 //!
 //! # Closing
 //!
