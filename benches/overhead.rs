@@ -13,18 +13,22 @@
 //! machine. Connecting happens once, before measuring.
 //!
 //! Run with `cargo bench --bench overhead`; add
-//! `-- --warm-up-time 1 --measurement-time 2` for a quick look.
+//! `-- --warm-up-time 1 --measurement-time 3` for a quick look. After
+//! criterion's report, a table gives the medians side by side, redial's
+//! ratio to `tower_reconnect` and its distance from `direct`.
 
 use std::{
     convert::Infallible,
     fmt,
     future::{ready, Future},
     hint::black_box,
+    path::PathBuf,
     pin::pin,
     task::{Context, Poll, Waker},
+    time::SystemTime,
 };
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use tower::{service_fn, Service};
 
 /// One request: `poll_ready`, `call`, one poll of the response future.
@@ -86,4 +90,84 @@ fn overhead(c: &mut Criterion) {
 }
 
 criterion_group!(benches, overhead);
-criterion_main!(benches);
+
+fn main() {
+    let started = SystemTime::now();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    table(started);
+}
+
+// ===== the side-by-side table =====
+
+/// The benchmarks of the group, in the table's order.
+const NAMES: [&str; 3] = ["direct", "tower_reconnect", "redial"];
+
+/// Prints the medians this run measured side by side, read back from
+/// criterion's estimates; prints nothing when criterion measured nothing
+/// (`--test`, `--list`, or a filter that left this group out).
+fn table(started: SystemTime) {
+    let [direct, tower, redial] =
+        NAMES.map(|name| Estimate::read(&format!("overhead/{name}"), started));
+    if [&direct, &tower, &redial].iter().all(|e| e.is_none()) {
+        return;
+    }
+    println!("\noverhead: median time per request (95 % confidence interval of the median)");
+    for (name, estimate) in NAMES.iter().zip([&direct, &tower, &redial]) {
+        println!("{name:>16}  {}", Estimate::show(estimate));
+    }
+    if let (Some(t), Some(r)) = (&tower, &redial) {
+        println!("redial / tower_reconnect: {:.2}×", r.median / t.median);
+    }
+    if let (Some(d), Some(r)) = (&direct, &redial) {
+        println!("redial − direct: {:+.2} ns", r.median - d.median);
+    }
+}
+
+/// A median in nanoseconds, with its confidence interval.
+struct Estimate {
+    median: f64,
+    lower: f64,
+    upper: f64,
+}
+
+impl Estimate {
+    /// The median criterion wrote for `id` during this run, if any.
+    fn read(id: &str, started: SystemTime) -> Option<Self> {
+        let path = criterion_home().join(id).join("new/estimates.json");
+        if std::fs::metadata(&path).ok()?.modified().ok()? < started {
+            return None;
+        }
+        let json = std::fs::read_to_string(path).ok()?;
+        // `"median":{"confidence_interval":{…,"lower_bound":…,"upper_bound":…},"point_estimate":…}`
+        let median = &json[json.find("\"median\"")?..];
+        let number = |key: &str| -> Option<f64> {
+            let rest = &median[median.find(key)? + key.len()..];
+            let rest = rest.trim_start_matches([' ', ':']);
+            rest[..rest.find([',', '}'])?].trim().parse().ok()
+        };
+        Some(Self {
+            median: number("\"point_estimate\"")?,
+            lower: number("\"lower_bound\"")?,
+            upper: number("\"upper_bound\"")?,
+        })
+    }
+
+    fn show(estimate: &Option<Self>) -> String {
+        match estimate {
+            Some(e) => format!("{:.2} ns ({:.2}–{:.2})", e.median, e.lower, e.upper),
+            None => "-".into(),
+        }
+    }
+}
+
+/// Where criterion writes its estimates, found as criterion finds it.
+fn criterion_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return home.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("criterion")
+}

@@ -137,14 +137,17 @@ where
 
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let this = self;
+        if this.service.is_none() {
+            return Poll::Ready(());
+        }
+        // Once per wake-up, not per request: a control message sent later
+        // wakes the task again (and `close()` has already marked every
+        // handle closed).
+        if this.poll_control(cx).is_ready() {
+            this.close(Closed::new(None));
+            return Poll::Ready(());
+        }
         loop {
-            if this.service.is_none() {
-                return Poll::Ready(());
-            }
-            if this.poll_control(cx).is_ready() {
-                this.close(Closed::new(None));
-                return Poll::Ready(());
-            }
             if !this.started {
                 // Lazy: wait for the first request before connecting.
                 match this.rx.poll_recv(cx) {

@@ -1,0 +1,208 @@
+//! Per-request cost of a shared, clone-able client on a healthy connection.
+//!
+//! Two handles over the same no-op connection
+//! (`service_fn(|x: u64| ready(Ok(x)))`), side by side in one group:
+//!
+//! - `buffer_reconnect`: `tower::buffer::Buffer` over
+//!   `tower::reconnect::Reconnect`, which is what tonic's `Channel` is;
+//! - `redial_shared`: `redial::Reconnect::new(make, ()).spawn(1024)`.
+//!
+//! Both queue up to 1,024 requests for a worker task, on a tokio
+//! multi-thread runtime with 2 workers. Each is measured with 1 caller and
+//! with 64 concurrent callers: a sample of `n` requests spawns the callers,
+//! each with its own clone of the handle, splits the `n` requests among
+//! them (each `ready().await`, `call`, then awaits the response), and times
+//! the whole batch. Criterion's time per iteration is thus the time per
+//! request, at that concurrency; spawning the callers is a fixed cost of a
+//! few microseconds per sample, spread over thousands of requests.
+//!
+//! Both sides cross threads for every request (caller, worker, caller), so
+//! the result depends on how the OS and tokio schedule the two workers: on
+//! a small machine it can change by 2× from one run to the next, for both
+//! handles. Compare the ratio over several runs on a quiet machine.
+//!
+//! Run with `cargo bench --bench shared`; add
+//! `-- --warm-up-time 1 --measurement-time 3` for a quick look. After
+//! criterion's report, a table gives the medians side by side and their
+//! ratio.
+
+use std::{
+    convert::Infallible,
+    fmt,
+    future::ready,
+    hint::black_box,
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
+
+use criterion::{criterion_group, BenchmarkId, Criterion};
+use tokio::time::Instant;
+use tower::{service_fn, Service, ServiceExt};
+
+/// The concurrent callers of each measurement.
+const CALLERS: [u64; 2] = [1, 64];
+
+/// Sends `requests` requests through `svc` from `callers` tasks at once, and
+/// returns how long they took.
+async fn batch<S>(svc: &S, callers: u64, requests: u64) -> Duration
+where
+    S: Service<u64, Response = u64> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: fmt::Debug,
+{
+    let clones: Vec<S> = (0..callers).map(|_| svc.clone()).collect();
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .zip(clones)
+        .map(|(caller, mut svc)| {
+            let share = requests / callers + u64::from(caller < requests % callers);
+            tokio::spawn(async move {
+                for req in 0..share {
+                    let svc = svc.ready().await.expect("handle ready");
+                    let res = svc.call(black_box(req)).await.expect("response");
+                    assert_eq!(res, req);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("caller task");
+    }
+    start.elapsed()
+}
+
+fn shared(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    // Both handles spawn their worker task when built.
+    let _guard = rt.enter();
+
+    // The connection answers every request at once with the request; the
+    // make future is `std::future::Ready`, `Unpin` as tower's `Reconnect`
+    // requires.
+    let connection = || service_fn(|x: u64| ready(Ok::<_, Infallible>(x)));
+    let make = service_fn(move |(): ()| ready(Ok::<_, Infallible>(connection())));
+
+    let buffer = tower::buffer::Buffer::new(tower::reconnect::Reconnect::new(make, ()), 1024);
+    let redial = redial::Reconnect::new(make, ()).spawn(1024);
+    let watch = redial.watch();
+
+    // Connect both before measuring, and check that they did.
+    rt.block_on(async {
+        watch.connected().await.expect("redial connects");
+        assert_eq!(buffer.clone().oneshot(7).await.expect("buffer"), 7);
+        assert_eq!(redial.clone().oneshot(7).await.expect("redial"), 7);
+    });
+
+    let mut group = c.benchmark_group("shared");
+    for callers in CALLERS {
+        group.bench_with_input(
+            BenchmarkId::new("buffer_reconnect", callers),
+            &callers,
+            |b, &callers| b.to_async(&rt).iter_custom(|n| batch(&buffer, callers, n)),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("redial_shared", callers),
+            &callers,
+            |b, &callers| b.to_async(&rt).iter_custom(|n| batch(&redial, callers, n)),
+        );
+    }
+    group.finish();
+
+    // Measuring went through the connection made above: no reconnect.
+    assert_eq!(watch.state().connects(), 1);
+}
+
+criterion_group!(benches, shared);
+
+fn main() {
+    let started = SystemTime::now();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    table(started);
+}
+
+// ===== the side-by-side table =====
+
+/// Prints the medians this run measured side by side, read back from
+/// criterion's estimates; prints nothing when criterion measured nothing
+/// (`--test`, `--list`, or a filter that left this group out).
+fn table(started: SystemTime) {
+    let medians: Vec<[Option<Estimate>; 2]> = CALLERS
+        .iter()
+        .map(|callers| {
+            ["buffer_reconnect", "redial_shared"]
+                .map(|name| Estimate::read(&format!("shared/{name}/{callers}"), started))
+        })
+        .collect();
+    if medians.iter().flatten().all(Option::is_none) {
+        return;
+    }
+    println!("\nshared: median time per request (95 % confidence interval of the median)");
+    println!(
+        "{:>8}  {:>30}  {:>30}  {:>15}",
+        "callers", "Buffer<tower Reconnect>", "redial Shared", "Shared / Buffer"
+    );
+    for (callers, [buffer, redial]) in CALLERS.iter().zip(&medians) {
+        let ratio = match (buffer, redial) {
+            (Some(b), Some(r)) => format!("{:.2}×", r.median / b.median),
+            _ => "-".into(),
+        };
+        println!(
+            "{callers:>8}  {:>30}  {:>30}  {ratio:>15}",
+            Estimate::show(buffer),
+            Estimate::show(redial),
+        );
+    }
+}
+
+/// A median in nanoseconds, with its confidence interval.
+struct Estimate {
+    median: f64,
+    lower: f64,
+    upper: f64,
+}
+
+impl Estimate {
+    /// The median criterion wrote for `id` during this run, if any.
+    fn read(id: &str, started: SystemTime) -> Option<Self> {
+        let path = criterion_home().join(id).join("new/estimates.json");
+        if std::fs::metadata(&path).ok()?.modified().ok()? < started {
+            return None;
+        }
+        let json = std::fs::read_to_string(path).ok()?;
+        // `"median":{"confidence_interval":{…,"lower_bound":…,"upper_bound":…},"point_estimate":…}`
+        let median = &json[json.find("\"median\"")?..];
+        let number = |key: &str| -> Option<f64> {
+            let rest = &median[median.find(key)? + key.len()..];
+            let rest = rest.trim_start_matches([' ', ':']);
+            rest[..rest.find([',', '}'])?].trim().parse().ok()
+        };
+        Some(Self {
+            median: number("\"point_estimate\"")?,
+            lower: number("\"lower_bound\"")?,
+            upper: number("\"upper_bound\"")?,
+        })
+    }
+
+    fn show(estimate: &Option<Self>) -> String {
+        match estimate {
+            Some(e) => format!("{:.1} ns ({:.1}–{:.1})", e.median, e.lower, e.upper),
+            None => "-".into(),
+        }
+    }
+}
+
+/// Where criterion writes its estimates, found as criterion finds it.
+fn criterion_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return home.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("criterion")
+}
