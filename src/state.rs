@@ -155,10 +155,12 @@ impl<F, S> Machine<F, S> {
         self.publisher.watch()
     }
 
-    fn timer(&mut self, at: Instant) -> Pin<&mut Sleep> {
-        let sleep = self.sleep.get_or_insert_with(|| Box::pin(sleep_until(at)));
-        sleep.as_mut().reset(at);
-        sleep.as_mut()
+    /// Arms the one timer for `at`, making it on first use.
+    fn timer(&mut self, at: Instant) {
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().reset(at),
+            None => self.sleep = Some(Box::pin(sleep_until(at))),
+        }
     }
 
     /// Polls the timer: `Ready` once its deadline (or retry time) passed.
@@ -206,7 +208,7 @@ impl<F, S> Machine<F, S> {
     }
 
     /// The error for a request that cannot be sent now.
-    pub(crate) fn unavailable(&self) -> Unavailable {
+    fn unavailable(&self) -> Unavailable {
         let retry_at = match self.state {
             State::Disconnected { retry_at } => Some(retry_at),
             _ => None,
