@@ -328,7 +328,7 @@ impl CloseSignal {
 
     /// `Ready` once the connection has closed; otherwise `Pending`, with the
     /// waker left for the close.
-    fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<ConnectionClosed> {
+    pub(crate) fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<ConnectionClosed> {
         let Some(rx) = &mut self.rx else {
             return Poll::Ready(ConnectionClosed::new(None));
         };

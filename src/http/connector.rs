@@ -20,6 +20,7 @@ use tower::{BoxError, Service};
 use super::{
     connection::{CloseSignal, Http1Connection, Http2Connection},
     origin::Origin,
+    preface::Preface,
 };
 
 // ===== Http1Connector =====
@@ -220,10 +221,13 @@ impl<B, C> fmt::Debug for Http1Connector<B, C> {
 /// Each call dials the `Uri` through the connector `C`, does the HTTP/2
 /// handshake with the [`http2::Builder`] (streams run on
 /// [`TokioExecutor`]), spawns the task that drives the connection on the
-/// current tokio runtime, and resolves to the connection. `B` is the request
-/// body type. This is the form for gRPC: a tonic generated client runs over
-/// it, since a path-only request gets the target's scheme and authority (see
-/// the [module docs](super#request-uris)).
+/// current tokio runtime, and resolves to the connection once the server has
+/// sent its preface, so a peer that accepts TCP but never speaks HTTP/2
+/// fails the attempt (under `Reconnect`, by the connect timeout) instead of
+/// looking connected. `B` is the request body type. This is the form for
+/// gRPC: a tonic generated client runs over it, since a path-only request
+/// gets the target's scheme and authority (see the
+/// [module docs](super#request-uris)).
 ///
 /// # Examples
 ///
@@ -371,8 +375,16 @@ where
         ConnectFuture::new(async move {
             let runtime = Handle::try_current().map_err(|_| NoRuntime)?;
             let io = dialling.await.map_err(Into::into)?;
+            let (io, spoke) = Preface::new(io);
             let (sender, conn) = builder.handshake::<_, B>(io).await?;
-            let closed = CloseSignal::spawn(&runtime, conn);
+            let mut closed = CloseSignal::spawn(&runtime, conn);
+            // The handshake returns before the server has said anything: wait
+            // for its preface, so a peer that never speaks HTTP/2 fails the
+            // attempt (by the connect timeout) rather than looking connected.
+            if spoke.await.is_err() {
+                let ended = std::future::poll_fn(|cx| closed.poll_closed(cx)).await;
+                return Err(ended.into());
+            }
             Ok(Http2Connection {
                 sender,
                 closed,

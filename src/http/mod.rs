@@ -112,6 +112,7 @@
 mod connection;
 mod connector;
 mod origin;
+mod preface;
 
 pub use self::{
     connection::{ConnectionClosed, Http1Connection, Http2Connection, ResponseFuture},

@@ -1,0 +1,363 @@
+//! What every case uses: the client configuration and its backoff schedule,
+//! the clients under test, callers that record each request's outcome, and
+//! the checks that nothing is left behind.
+
+use std::{
+    error::Error,
+    io,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use redial::{
+    error::{Closed, ConnectTimeout, ConnectionLost, Unavailable},
+    http::{ConnectionClosed, Http1Connector, Http2Connector},
+    Backoff, ConnectionWatch, ReconnectLayer,
+};
+use tokio::{
+    sync::watch,
+    task::JoinHandle,
+    time::{sleep, timeout_at, Instant},
+};
+use tower::{buffer::Buffer, util::BoxCloneService, BoxError, Layer, Service, ServiceExt};
+
+use crate::server::Proto;
+
+pub type Body = Full<Bytes>;
+
+// ===== the configuration and its schedule =====
+
+/// Bounds each attempt: TCP, and the HTTP/2 preface.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
+/// The first retry delay, and the proof of life that resets the schedule.
+pub const INITIAL: Duration = Duration::from_millis(100);
+/// The longest retry delay, a hard ceiling even with jitter.
+pub const MAX_DELAY: Duration = Duration::from_secs(1);
+/// From the heal to the first connected attempt, at worst: the attempt
+/// running at the heal fails, the next starts at most `MAX_DELAY` after it
+/// and takes at most `CONNECT_TIMEOUT`.
+pub const RECOVERY_BOUND: Duration = MAX_DELAY.saturating_add(CONNECT_TIMEOUT);
+/// What a request may take beyond its deadline before the case fails.
+pub const GRACE: Duration = Duration::from_secs(1);
+/// Slack per gap for the lower bound on attempts: scheduling, not design.
+const GAP_SLACK: Duration = Duration::from_millis(100);
+
+/// gRPC's schedule with the delays above: ×1.6, ±20 %.
+pub fn backoff() -> Backoff {
+    Backoff::exponential(INITIAL, MAX_DELAY)
+}
+
+/// The nominal delays of [`backoff`], from the first.
+fn nominal_delays() -> impl Iterator<Item = f64> {
+    let max = MAX_DELAY.as_secs_f64();
+    std::iter::successors(Some(INITIAL.as_secs_f64()), move |d| {
+        Some((d * Backoff::DEFAULT_MULTIPLIER).min(max))
+    })
+}
+
+/// The earliest attempt `k` (counting from 0) can start after the first:
+/// each starts at least the shortest jittered delay after the one before
+/// (delays count from the start of an attempt).
+pub fn earliest_start(k: usize) -> Duration {
+    let low = 1.0 - Backoff::DEFAULT_JITTER;
+    Duration::from_secs_f64(nominal_delays().take(k).map(|d| d * low).sum())
+}
+
+/// The most attempts that can start within `window` of the first.
+pub fn max_attempts(window: Duration) -> u32 {
+    (1..).find(|&k| earliest_start(k) > window).unwrap() as u32
+}
+
+/// The latest attempt `k` (counting from 0) starts after the client is
+/// built when each attempt lasts up to `attempt`: each starts at most the
+/// longest jittered delay (never above the maximum) or the attempt's
+/// length after the one before, plus scheduling slack.
+fn latest_start(k: usize, attempt: Duration) -> Duration {
+    let high = 1.0 + Backoff::DEFAULT_JITTER;
+    let max = MAX_DELAY.as_secs_f64();
+    let gaps = nominal_delays()
+        .take(k)
+        .map(|d| (d * high).min(max).max(attempt.as_secs_f64()) + GAP_SLACK.as_secs_f64());
+    GAP_SLACK + Duration::from_secs_f64(gaps.sum())
+}
+
+/// The fewest attempts that start within `window` of building the client
+/// when each lasts up to `attempt`.
+pub fn min_attempts(window: Duration, attempt: Duration) -> u32 {
+    (0..).find(|&k| latest_start(k, attempt) > window).unwrap() as u32
+}
+
+// ===== the clients under test =====
+
+/// The plain `Reconnect` under `tower::buffer::Buffer`, or the shared
+/// handle (`Reconnect::spawn`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Buffer,
+    Shared,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    FailFast,
+    WaitForReady,
+}
+
+pub type Client = BoxCloneService<Request<Body>, Response<Incoming>, BoxError>;
+
+/// How to close a client: the shared handle is closed; a `Buffer` closes
+/// when its last clone is dropped.
+pub type Closer = Option<Box<dyn FnOnce()>>;
+
+/// A client of `uri` and its watch.
+pub fn client(uri: Uri, proto: Proto, kind: Kind, mode: Mode) -> (Client, ConnectionWatch, Closer) {
+    let layer = ReconnectLayer::new(uri)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .backoff(backoff())
+        .wait_for_ready(mode == Mode::WaitForReady);
+    macro_rules! wrap {
+        ($connector:expr) => {{
+            let svc = layer.layer($connector);
+            let watch = svc.watch();
+            match kind {
+                Kind::Buffer => (BoxCloneService::new(Buffer::new(svc, 64)), watch, None),
+                Kind::Shared => {
+                    let shared = svc.spawn(64);
+                    let closer = shared.clone();
+                    let close: Box<dyn FnOnce()> = Box::new(move || closer.close());
+                    (BoxCloneService::new(shared), watch, Some(close))
+                }
+            }
+        }};
+    }
+    match proto {
+        Proto::Http1 => wrap!(Http1Connector::<Body>::new()),
+        Proto::Http2 => wrap!(Http2Connector::<Body>::new()),
+    }
+}
+
+// ===== callers and what became of their requests =====
+
+/// What became of one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered `hello <path>`.
+    Ok,
+    /// `Unavailable`: failed fast, never sent.
+    FailedFast,
+    /// hyper's error: on a connection that died under it.
+    Lost,
+    /// `Closed`.
+    Closed,
+    /// Neither a redial error nor hyper's: the case fails.
+    Untyped,
+    /// Not resolved by its deadline + `GRACE`: the case fails.
+    Hung,
+}
+
+#[derive(Debug)]
+pub struct Record {
+    pub path: String,
+    pub issued: Instant,
+    pub resolved: Instant,
+    pub outcome: Outcome,
+    /// The error, for a failing case's message.
+    pub error: Option<String>,
+}
+
+/// Callers sending `/c<i>/<n>` one after the other, pausing `PACE` between
+/// requests as an application would, until stopped.
+pub struct Callers {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<JoinHandle<Vec<Record>>>,
+    first_ok: watch::Receiver<Option<Instant>>,
+}
+
+const PACE: Duration = Duration::from_millis(20);
+
+impl Callers {
+    /// `n` callers over clones of `client`. A request's deadline is what
+    /// the contract promises: in fail-fast mode an answer within the
+    /// connect timeout (the most a request waits, for the first attempt);
+    /// waiting for readiness, within `RECOVERY_BOUND` of the heal.
+    pub fn start(n: usize, client: &Client, mode: Mode, heal_at: Instant) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (first_ok, rx) = watch::channel(None);
+        let first_ok = Arc::new(first_ok);
+        let tasks = (0..n)
+            .map(|i| {
+                let (mut client, stop, first_ok) = (client.clone(), stop.clone(), first_ok.clone());
+                tokio::spawn(async move {
+                    let mut records = Vec::new();
+                    for seq in 0.. {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let path = format!("/c{i}/{seq}");
+                        let issued = Instant::now();
+                        let deadline = match mode {
+                            Mode::FailFast => issued + CONNECT_TIMEOUT,
+                            Mode::WaitForReady => issued.max(heal_at) + RECOVERY_BOUND,
+                        };
+                        let result = timeout_at(deadline + GRACE, get(&mut client, &path)).await;
+                        let resolved = Instant::now();
+                        let (outcome, error) = match result {
+                            Ok(result) => classify(&path, result),
+                            Err(_) => (Outcome::Hung, None),
+                        };
+                        if outcome == Outcome::Ok {
+                            first_ok.send_if_modified(|at| {
+                                at.is_none() && at.replace(resolved).is_none()
+                            });
+                        }
+                        records.push(Record {
+                            path,
+                            issued,
+                            resolved,
+                            outcome,
+                            error,
+                        });
+                        sleep(PACE).await;
+                    }
+                    records
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            tasks,
+            first_ok: rx,
+        }
+    }
+
+    /// When the first request was answered, waiting for it until `by`.
+    pub async fn first_ok(&mut self, by: Instant) -> Option<Instant> {
+        timeout_at(by, self.first_ok.wait_for(Option::is_some))
+            .await
+            .ok()
+            .and_then(|seen| *seen.ok()?)
+    }
+
+    /// Stops the callers; every request they made, once all are resolved.
+    pub async fn stop(self) -> Vec<Record> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut records = Vec::new();
+        for task in self.tasks {
+            records.extend(task.await.unwrap());
+        }
+        records
+    }
+}
+
+/// A GET: readiness, the call, the whole body.
+async fn get(client: &mut Client, path: &str) -> Result<String, BoxError> {
+    let req = Request::get(path).body(Body::default())?;
+    let res = client.ready().await?.call(req).await?;
+    let body = res.into_body().collect().await?.to_bytes();
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+fn classify(path: &str, result: Result<String, BoxError>) -> (Outcome, Option<String>) {
+    let err = match result {
+        Ok(body) if body == format!("hello {path}") => return (Outcome::Ok, None),
+        Ok(body) => return (Outcome::Untyped, Some(format!("wrong answer {body:?}"))),
+        Err(err) => err,
+    };
+    let outcome = if find::<Unavailable>(&*err).is_some() {
+        // Its cause must be a typed one too.
+        match Cause::of(&*err) {
+            Cause::Other => Outcome::Untyped,
+            _ => Outcome::FailedFast,
+        }
+    } else if find::<Closed>(&*err).is_some() {
+        Outcome::Closed
+    } else if find::<hyper::Error>(&*err).is_some() {
+        Outcome::Lost
+    } else {
+        Outcome::Untyped
+    };
+    (outcome, Some(format!("{err:?}")))
+}
+
+/// The first error of type `E` in the chain.
+pub fn find<'a, E: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'a E> {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if let Some(found) = err.downcast_ref::<E>() {
+            return Some(found);
+        }
+        next = err.source();
+    }
+    None
+}
+
+/// Why attempts failed, from the typed errors in a chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// `ConnectTimeout`.
+    Timeout,
+    /// `ConnectFailed` over an `io::Error` of kind `ConnectionRefused`.
+    Refused,
+    /// `ConnectFailed` over `ConnectionClosed`: the peer closed during the
+    /// handshake.
+    ClosedEarly,
+    /// `ConnectionLost`: a connection that did not live to prove itself.
+    Lost,
+    Other,
+}
+
+impl Cause {
+    pub fn of(err: &(dyn Error + 'static)) -> Self {
+        if find::<ConnectTimeout>(err).is_some() {
+            Self::Timeout
+        } else if find::<ConnectionLost>(err).is_some() {
+            Self::Lost
+        } else if find::<ConnectionClosed>(err).is_some() {
+            Self::ClosedEarly
+        } else if find::<io::Error>(err)
+            .is_some_and(|io| io.kind() == io::ErrorKind::ConnectionRefused)
+        {
+            Self::Refused
+        } else {
+            Self::Other
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Timeout => "`ConnectTimeout`",
+            Self::Refused => "`ConnectFailed` ← refused",
+            Self::ClosedEarly => "`ConnectFailed` ← `ConnectionClosed`",
+            Self::Lost => "`ConnectionLost`",
+            Self::Other => "?",
+        }
+    }
+}
+
+/// The schedule bounds above hold for the delays the configured `Backoff`
+/// really draws, and come to what the matrix's table shows for 1 s.
+#[test]
+fn schedule_bounds_match_the_configured_backoff() {
+    let nominal: Vec<f64> = nominal_delays().take(12).collect();
+    for _ in 0..1000 {
+        for (delay, nominal) in backoff().iter().zip(&nominal) {
+            let delay = delay.as_secs_f64();
+            let low = nominal * (1.0 - Backoff::DEFAULT_JITTER);
+            let high = (nominal * (1.0 + Backoff::DEFAULT_JITTER)).min(MAX_DELAY.as_secs_f64());
+            assert!(
+                (low - 1e-9..=high + 1e-9).contains(&delay),
+                "{delay} vs {nominal}"
+            );
+        }
+    }
+    assert_eq!(earliest_start(1), INITIAL.mul_f64(0.8));
+    assert_eq!(max_attempts(Duration::from_secs(1)), 5);
+    assert_eq!(min_attempts(Duration::from_secs(1), Duration::ZERO), 3);
+    assert_eq!(min_attempts(Duration::from_secs(1), CONNECT_TIMEOUT), 3);
+}

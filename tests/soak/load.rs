@@ -1,0 +1,337 @@
+//! Callers: each sends a request with a fresh id, waits for it (reading the
+//! whole body), records how it ended, and goes again a few milliseconds
+//! later, until told to stop.
+//!
+//! Each request is bounded by the case's deadline plus one second; one that
+//! has not resolved by then counts as timed out, which every case asserts
+//! never happens.
+
+use std::{
+    error::Error,
+    future::Future,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use redial::error::Unavailable;
+use tokio::{
+    sync::watch,
+    task::JoinHandle,
+    time::{timeout, Instant},
+};
+use tower::{BoxError, Service, ServiceExt};
+
+use crate::{
+    client::{Body, Client},
+    server::{Book, FAULT, ID, PART_1, RESET_REQUEST},
+};
+
+/// The hang guard on top of a request's deadline.
+pub const GRACE: Duration = Duration::from_secs(1);
+
+/// How one request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// `Unavailable`: refused by redial without being sent.
+    FailedFast,
+    /// The inner service's error (hyper's): the connection failed under it.
+    Errored,
+    /// Not resolved by its deadline + [`GRACE`].
+    TimedOut,
+}
+
+/// The first error of type `E` in the chain.
+pub fn find<'a, E: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'a E> {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if let Some(found) = err.downcast_ref::<E>() {
+            return Some(found);
+        }
+        next = err.source();
+    }
+    None
+}
+
+/// A typed outcome for an error, or the error when it is of no type a
+/// client of redial should expect.
+pub fn classify(err: &BoxError) -> Result<Outcome, String> {
+    if err.is::<Unavailable>() {
+        Ok(Outcome::FailedFast)
+    } else if find::<hyper::Error>(&**err).is_some() {
+        Ok(Outcome::Errored)
+    } else {
+        Err(format!("{err:?}"))
+    }
+}
+
+/// What the requests of one phase came to.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counts {
+    pub ok: u64,
+    pub failed_fast: u64,
+    pub errored: u64,
+    pub timed_out: u64,
+    pub slowest: Duration,
+}
+
+impl Counts {
+    pub fn requests(&self) -> u64 {
+        self.ok + self.failed_fast + self.errored + self.timed_out
+    }
+
+    fn add(&mut self, outcome: Outcome, took: Duration) {
+        match outcome {
+            Outcome::Ok => self.ok += 1,
+            Outcome::FailedFast => self.failed_fast += 1,
+            Outcome::Errored => self.errored += 1,
+            Outcome::TimedOut => self.timed_out += 1,
+        }
+        self.slowest = self.slowest.max(took);
+    }
+
+    pub fn merge(&mut self, other: &Counts) {
+        self.ok += other.ok;
+        self.failed_fast += other.failed_fast;
+        self.errored += other.errored;
+        self.timed_out += other.timed_out;
+        self.slowest = self.slowest.max(other.slowest);
+    }
+}
+
+/// What all callers saw, by phase tag.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub by_tag: Vec<Counts>,
+    /// Ids of the requests that failed fast: none may reach the server.
+    pub failed_fast_ids: Vec<u64>,
+    /// Errors of no expected type, and Ok responses the server never saw
+    /// or with the wrong body: each a bug.
+    pub wrong: Vec<String>,
+    /// Requests started, to compare with those that resolved.
+    pub started: u64,
+}
+
+impl Tally {
+    pub fn total(&self) -> Counts {
+        let mut total = Counts::default();
+        for counts in &self.by_tag {
+            total.merge(counts);
+        }
+        total
+    }
+
+    fn add(&mut self, tag: usize, outcome: Outcome, took: Duration) {
+        if self.by_tag.len() <= tag {
+            self.by_tag.resize(tag + 1, Counts::default());
+        }
+        self.by_tag[tag].add(outcome, took);
+    }
+
+    fn merge(&mut self, other: Tally) {
+        for (tag, counts) in other.by_tag.iter().enumerate() {
+            if self.by_tag.len() <= tag {
+                self.by_tag.resize(tag + 1, Counts::default());
+            }
+            self.by_tag[tag].merge(counts);
+        }
+        self.failed_fast_ids.extend(other.failed_fast_ids);
+        self.wrong.extend(other.wrong);
+        self.started += other.started;
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct LoadConfig {
+    pub callers: usize,
+    /// The pause between a caller's requests.
+    pub pace: Duration,
+    /// The longest a request may take, from the case's configuration.
+    pub deadline: Duration,
+}
+
+/// Callers running against one client.
+pub struct Load {
+    ids: Arc<AtomicU64>,
+    stop: watch::Sender<bool>,
+    /// The latest send time of a request that came back Ok.
+    latest_ok: watch::Sender<Option<Instant>>,
+    callers: Vec<JoinHandle<Tally>>,
+}
+
+impl Load {
+    /// Starts `config.callers` callers on clones of `client`; `tag` says,
+    /// when each request ends, which phase it belongs to.
+    pub fn start(
+        client: &Client,
+        book: &Arc<Book>,
+        config: LoadConfig,
+        tag: &watch::Sender<usize>,
+    ) -> Self {
+        let ids = Arc::new(AtomicU64::new(0));
+        let stop = watch::Sender::new(false);
+        let latest_ok = watch::Sender::new(None);
+        let callers = (0..config.callers)
+            .map(|_| {
+                tokio::spawn(caller(Caller {
+                    svc: client.clone(),
+                    book: book.clone(),
+                    config,
+                    ids: ids.clone(),
+                    stop: stop.subscribe(),
+                    tag: tag.subscribe(),
+                    latest_ok: latest_ok.clone(),
+                }))
+            })
+            .collect();
+        Self {
+            ids,
+            stop,
+            latest_ok,
+            callers,
+        }
+    }
+
+    /// A fresh request id, for requests the case sends itself.
+    pub fn next_id(&self) -> u64 {
+        self.ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Waits until a request sent at or after `since` comes back Ok;
+    /// returns how long after `since` that was.
+    pub async fn recovered(&self, since: Instant) -> Duration {
+        let _ = self
+            .latest_ok
+            .subscribe()
+            .wait_for(|latest| latest.is_some_and(|at| at >= since))
+            .await;
+        since.elapsed()
+    }
+
+    /// Stops the callers and returns what they saw; their clones of the
+    /// client are dropped.
+    pub async fn stop(self) -> Tally {
+        self.stop.send_replace(true);
+        let mut tally = Tally::default();
+        for caller in self.callers {
+            tally.merge(caller.await.unwrap());
+        }
+        tally
+    }
+}
+
+struct Caller {
+    svc: Client,
+    book: Arc<Book>,
+    config: LoadConfig,
+    ids: Arc<AtomicU64>,
+    stop: watch::Receiver<bool>,
+    tag: watch::Receiver<usize>,
+    latest_ok: watch::Sender<Option<Instant>>,
+}
+
+async fn caller(mut c: Caller) -> Tally {
+    let mut tally = Tally::default();
+    while !*c.stop.borrow() {
+        let id = c.ids.fetch_add(1, Ordering::Relaxed);
+        let sent = Instant::now();
+        tally.started += 1;
+        let outcome = match timeout(c.config.deadline + GRACE, get(&mut c.svc, id)).await {
+            Ok(Ok(body)) if body == format!("ok {id}") && c.book.seen(id) => Outcome::Ok,
+            Ok(Ok(body)) => {
+                tally.wrong.push(format!(
+                    "request {id}: body {body:?}, seen {}",
+                    c.book.seen(id)
+                ));
+                Outcome::Ok
+            }
+            Ok(Err(err)) => classify(&err).unwrap_or_else(|wrong| {
+                tally.wrong.push(format!("request {id}: {wrong}"));
+                Outcome::Errored
+            }),
+            Err(_) => Outcome::TimedOut,
+        };
+        match outcome {
+            Outcome::Ok => {
+                c.latest_ok.send_if_modified(|latest| {
+                    let newer = latest.is_none_or(|at| at < sent);
+                    if newer {
+                        *latest = Some(sent);
+                    }
+                    newer
+                });
+            }
+            Outcome::FailedFast => tally.failed_fast_ids.push(id),
+            _ => {}
+        }
+        // The phase it ended in: where a fault ends requests.
+        let tag = *c.tag.borrow();
+        tally.add(tag, outcome, sent.elapsed());
+        tokio::select! {
+            () = tokio::time::sleep(c.config.pace) => {}
+            _ = c.stop.changed() => {}
+        }
+    }
+    tally
+}
+
+fn request(id: u64, fault: Option<&str>) -> Request<Body> {
+    let mut req = Request::post("/work").header(ID, id);
+    if let Some(fault) = fault {
+        req = req.header(FAULT, fault);
+    }
+    req.body(Body::from("payload")).unwrap()
+}
+
+/// A request and its whole body.
+async fn get(svc: &mut Client, id: u64) -> Result<String, BoxError> {
+    let res = svc.ready().await?.call(request(id, None)).await?;
+    let body = res.into_body().collect().await?.to_bytes();
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Sends a request that makes the server reset its connection (`fault` is
+/// [`RESET_REQUEST`] or `RESET_STREAM`) and checks that it fails as it
+/// should: with hyper's error for the response, or, mid-stream, after the
+/// status and the first chunk, with hyper's error for the body.
+pub async fn trigger(svc: &mut Client, book: &Book, id: u64, fault: &str) -> Result<(), String> {
+    let sending = async {
+        let res = match svc.ready().await?.call(request(id, Some(fault))).await {
+            Ok(res) => res,
+            Err(err) if fault == RESET_REQUEST => return Ok(Some(err)),
+            Err(err) => return Err(format!("failed before the response head: {err:?}").into()),
+        };
+        if fault == RESET_REQUEST {
+            return Err(BoxError::from("answered"));
+        }
+        if res.status() != StatusCode::OK {
+            return Err(format!("status {}", res.status()).into());
+        }
+        let mut body = res.into_body();
+        let first = body.frame().await.ok_or("no first chunk")??;
+        if first.data_ref().map(|d| &d[..]) != Some(PART_1) {
+            return Err(format!("first frame {first:?}").into());
+        }
+        book.release_stream();
+        Ok(body.collect().await.err().map(BoxError::from))
+    };
+    match guarded(Duration::from_secs(10), sending).await {
+        Err(hang) => Err(format!("{fault}: {hang}")),
+        Ok(Err(err)) => Err(format!("{fault}: {err:?}")),
+        Ok(Ok(None)) => Err(format!("{fault}: the request did not fail")),
+        Ok(Ok(Some(err))) if classify(&err) == Ok(Outcome::Errored) => Ok(()),
+        Ok(Ok(Some(err))) => Err(format!("{fault}: not the inner error: {err:?}")),
+    }
+}
+
+/// `fut`, or an error once `limit` has passed.
+pub async fn guarded<F: Future>(limit: Duration, fut: F) -> Result<F::Output, String> {
+    timeout(limit, fut)
+        .await
+        .map_err(|_| format!("not resolved within {limit:?}"))
+}

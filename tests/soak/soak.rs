@@ -1,0 +1,310 @@
+//! The soak: four lanes (`Buffer<Reconnect>` and the shared handle, each
+//! failing fast and waiting for readiness), each a client over HTTP/2 with
+//! 64 callers and a server of its own, cycle through every fault a server
+//! on 127.0.0.1 can inject, for about 60 s in all: a short first round to
+//! warm up, then the long one, whose leftover heap is compared with the
+//! first's.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{sync::watch, time::Instant};
+
+use crate::{
+    cases::{
+        check_errors, check_requests, close_and_check, guard, healthy, print_row, runtime, Case,
+        Report, DOWN, HEAP_SLACK, PROVEN,
+    },
+    census,
+    client::{Kind, Mode, Under, CONNECT_TIMEOUT, MAX_DELAY},
+    heap,
+    load::{trigger, Counts, Load, LoadConfig},
+    server::{Accepting, Book, Proto, Server, RESET_REQUEST, RESET_STREAM},
+};
+
+const CALLERS: usize = 64;
+const PACE: Duration = Duration::from_millis(10);
+/// The whole soak, both rounds.
+const TOTAL: Duration = Duration::from_secs(60);
+const FLAPPING: Duration = Duration::from_secs(2);
+const SILENCE: Duration = Duration::from_millis(1500);
+
+/// The faults, in cycle order; the index is the phase tag.
+const FAULTS: [&str; 7] = [
+    "serve",
+    "reset mid-request",
+    "reset mid-stream",
+    "crash (all reset)",
+    "accept and close (flapping)",
+    "accept, never answer",
+    "down 3 s, restart",
+];
+const LANES: [(Kind, Mode); 4] = [
+    (Kind::Buffer, Mode::FailFast),
+    (Kind::Buffer, Mode::WaitForReady),
+    (Kind::Shared, Mode::FailFast),
+    (Kind::Shared, Mode::WaitForReady),
+];
+
+/// What one fault came to in one lane.
+#[derive(Clone, Copy, Debug, Default)]
+struct Phase {
+    counts: Counts,
+    times: u64,
+    dials: u64,
+    recover: Duration,
+}
+
+/// What one lane came to: by fault, and overall.
+#[derive(Clone, Copy, Debug, Default)]
+struct LaneReport {
+    phases: [Phase; FAULTS.len()],
+    total: Report,
+}
+
+pub fn soak() {
+    crate::trace_init();
+    let slot = heap::new_slot();
+    let rt = runtime(slot);
+    heap::enter(slot);
+    let started = Instant::now();
+    let (reports, growth) = rt.block_on(async {
+        let tasks = census::tasks();
+        // The warm-up round: one cycle.
+        round(Instant::now()).await;
+        census::settle("tasks", Duration::from_secs(20), census::tasks, |&n| {
+            n <= tasks
+        })
+        .await;
+        let first = heap::live(slot);
+        let reports = round(started + TOTAL).await;
+        census::settle("tasks", Duration::from_secs(20), census::tasks, |&n| {
+            n <= tasks
+        })
+        .await;
+        (reports, heap::live(slot) - first)
+    });
+    heap::enter(0);
+    let wall = started.elapsed();
+    for ((kind, mode), lane) in LANES.iter().zip(&reports) {
+        let case = |fault| Case {
+            fault,
+            kind: *kind,
+            mode: *mode,
+            proto: Proto::Http2,
+        };
+        for (fault, phase) in FAULTS.iter().zip(&lane.phases) {
+            let report = Report {
+                counts: phase.counts,
+                faults: phase.times,
+                dials: phase.dials,
+                recover: phase.recover,
+                ..Report::default()
+            };
+            print_row(&case(fault), &report, false, growth, wall);
+        }
+        print_row(&case("soak, all faults"), &lane.total, true, growth, wall);
+    }
+    assert!(
+        growth <= HEAP_SLACK,
+        "the long round left {growth} more live bytes than the warm-up"
+    );
+    // A lane starts a cycle only if it can end by `TOTAL`, judging by its
+    // longest so far: only a much slower last cycle runs over.
+    assert!(
+        wall < TOTAL + Duration::from_secs(30),
+        "the soak took {wall:?}"
+    );
+}
+
+/// Every lane at once, each cycling until `end` (at least one cycle). The
+/// reports are on the stack, not the heap, so that keeping them is no
+/// growth.
+async fn round(end: Instant) -> [LaneReport; LANES.len()] {
+    let lanes = LANES.map(|(kind, mode)| {
+        let case = Case {
+            fault: "soak",
+            kind,
+            mode,
+            proto: Proto::Http2,
+        };
+        tokio::spawn(lane(case, end))
+    });
+    let mut reports = [LaneReport::default(); LANES.len()];
+    for (report, lane) in reports.iter_mut().zip(lanes) {
+        *report = lane.await.unwrap();
+    }
+    reports
+}
+
+/// Drives one lane's fault cycle, and books each phase in its report.
+struct Driver<'a> {
+    server: &'a mut Server,
+    under: &'a Under,
+    load: &'a Load,
+    tag: &'a watch::Sender<usize>,
+    report: &'a mut LaneReport,
+}
+
+impl Driver<'_> {
+    fn book(&self) -> Arc<Book> {
+        self.server.book().clone()
+    }
+
+    /// A healthy connection first, so that each fault starts from one.
+    async fn begin(&mut self, fault: usize) -> Instant {
+        healthy(self.under, &self.book()).await;
+        self.tag.send_replace(fault);
+        self.report.phases[fault].times += 1;
+        Instant::now()
+    }
+
+    /// The fault (which began at `began`) ended at `fixed`: books how long
+    /// until a request sent after that came back Ok, waits for a healthy
+    /// connection, and books the phase's dials.
+    async fn recovered(&mut self, fault: usize, began: Instant, fixed: Instant) {
+        let recover = guard(self.load.recovered(fixed)).await;
+        // The next attempt is due within the longest delay, or at once when
+        // an attempt in flight overran its slot (the connect timeout).
+        assert!(
+            recover <= MAX_DELAY + CONNECT_TIMEOUT + Duration::from_secs(2),
+            "{}: back {recover:?} after it ended",
+            FAULTS[fault]
+        );
+        let phase = &mut self.report.phases[fault];
+        phase.recover = phase.recover.max(recover);
+        healthy(self.under, &self.book()).await;
+        self.end(fault, began);
+    }
+
+    fn end(&mut self, fault: usize, began: Instant) {
+        let dials = self.under.dials.between(began, Instant::now());
+        self.report.phases[fault].dials += dials;
+        self.tag.send_replace(0);
+    }
+
+    async fn cycle(&mut self) {
+        let began = self.begin(0).await;
+        tokio::time::sleep(PROVEN).await;
+        self.end(0, began);
+
+        for (fault, kind) in [(1, RESET_REQUEST), (2, RESET_STREAM)] {
+            let began = self.begin(fault).await;
+            let mut svc = self.under.svc.clone();
+            let id = self.load.next_id();
+            if let Err(err) = trigger(&mut svc, &self.book(), id, kind).await {
+                panic!("{}: {err}", FAULTS[fault]);
+            }
+            drop(svc);
+            self.recovered(fault, began, Instant::now()).await;
+        }
+
+        let began = self.begin(3).await;
+        self.server.crash().await;
+        self.server.restart();
+        self.recovered(3, began, Instant::now()).await;
+
+        for (fault, accepting, lasting) in [
+            (4, Accepting::Flap, FLAPPING),
+            (5, Accepting::Silent, SILENCE),
+        ] {
+            let began = self.begin(fault).await;
+            self.server.set_accepting(accepting);
+            self.server.stop().await;
+            self.server.restart();
+            tokio::time::sleep(lasting).await;
+            self.server.set_accepting(Accepting::Serve);
+            self.recovered(fault, began, Instant::now()).await;
+        }
+
+        let began = self.begin(6).await;
+        self.server.stop().await;
+        tokio::time::sleep(DOWN).await;
+        self.server.restart();
+        self.recovered(6, began, Instant::now()).await;
+    }
+}
+
+/// One lane: a server, a client, 64 callers, and the fault cycle until
+/// `end`; then the checks every case makes.
+async fn lane(case: Case, end: Instant) -> LaneReport {
+    let mut server = Server::start(case.proto);
+    let book = server.book().clone();
+    let under = Under::build(case.kind, case.mode, case.proto, server.uri());
+    let config = LoadConfig {
+        callers: CALLERS,
+        pace: PACE,
+        deadline: DOWN + MAX_DELAY + CONNECT_TIMEOUT + Duration::from_secs(1),
+    };
+    let tag = watch::Sender::new(0);
+    let load = Load::start(&under.svc, &book, config, &tag);
+    let mut report = LaneReport::default();
+    let mut driver = Driver {
+        server: &mut server,
+        under: &under,
+        load: &load,
+        tag: &tag,
+        report: &mut report,
+    };
+    // Another cycle only if it ends in time, judging by the longest so far.
+    let mut longest = Duration::ZERO;
+    loop {
+        let began = Instant::now();
+        driver.cycle().await;
+        longest = longest.max(began.elapsed());
+        if Instant::now() + longest > end {
+            break;
+        }
+    }
+    healthy(&under, &book).await;
+    let tally = load.stop().await;
+
+    let total = check_requests(&case, &tally, &book);
+    for (fault, counts) in tally.by_tag.iter().enumerate() {
+        report.phases[fault].counts = *counts;
+    }
+    let serve = report.phases[0].counts;
+    assert_eq!(
+        (serve.failed_fast, serve.errored),
+        (0, 0),
+        "{case:?}: requests failed with no fault"
+    );
+    for fault in [1, 2] {
+        let ff = report.phases[fault].counts.failed_fast;
+        assert_eq!(
+            ff, 0,
+            "{case:?}: {}: losing a healthy connection failed requests fast",
+            FAULTS[fault]
+        );
+    }
+    let dials = under.dials.count();
+    if case.mode == Mode::FailFast {
+        assert!(
+            total.failed_fast >= 10 * dials,
+            "{case:?}: {dials} attempts for {} requests failed fast",
+            total.failed_fast
+        );
+    }
+    let state = under.watch.state();
+    check_errors(&case, &total, CALLERS, state.disconnects());
+    assert!(state.connects() <= book.accepts(), "{case:?}: {state:?}");
+    assert!(book.accepts() <= dials, "{case:?}: {state:?}");
+    if let Err(err) = under.dials.check_schedule(state.connects()) {
+        panic!("{case:?}: {err}");
+    }
+    report.total = Report {
+        counts: total,
+        faults: report.phases[1..].iter().map(|p| p.times).sum(),
+        dials,
+        accepts: book.accepts(),
+        connects: state.connects(),
+        disconnects: state.disconnects(),
+        recover: report
+            .phases
+            .iter()
+            .map(|p| p.recover)
+            .max()
+            .unwrap_or_default(),
+    };
+    close_and_check(&case, under, server).await;
+    report
+}
