@@ -178,6 +178,7 @@ where
         M::Response: Service<Req>,
         <M::Response as Service<Req>>::Error: Into<BoxError>,
     {
+        self.machine.await_report(cx);
         loop {
             let m = &mut self.machine;
             if let Some(fatal) = m.reported_lost() {

@@ -13,7 +13,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
@@ -86,6 +86,10 @@ pub(crate) struct Detector {
     lost: AtomicU64,
     /// What the fatal error said, for the watch and the log.
     message: Mutex<Option<String>>,
+    /// The task that last polled for readiness: a report wakes it, so an
+    /// owner that polls only when woken (the shared worker) drops the dead
+    /// connection at once, as it would on a `poll_ready` error.
+    waker: Mutex<Option<Waker>>,
 }
 
 /// What a response future carries to report a fatal error.
@@ -103,6 +107,10 @@ impl Report {
             self.detector
                 .lost
                 .fetch_max(self.generation, Ordering::AcqRel);
+            let waker = self.detector.waker.lock().ok().and_then(|mut w| w.take());
+            if let Some(waker) = waker {
+                waker.wake();
+            }
         }
     }
 }
@@ -130,6 +138,7 @@ impl<F, S> Machine<F, S> {
                 classifier,
                 lost: AtomicU64::new(0),
                 message: Mutex::new(None),
+                waker: Mutex::new(None),
             })
         });
         Self {
@@ -317,13 +326,27 @@ impl<F, S> Machine<F, S> {
         self.attempt = 0;
         self.outage = false;
         self.last_error = Some(cause.clone());
+        // The reconnect is due now, but starts in `poll_ready`, so that its
+        // connect deadline runs from when it is driven: after a
+        // `mark_disconnected` the next `poll_ready` may come much later.
         self.state = State::Disconnected { retry_at: now };
         self.publisher.update(|s| {
             s.phase = Phase::Disconnected;
+            s.attempt = 0;
             s.last_error = Some(cause);
             s.retry_at = Some(now);
         });
-        self.start_attempt(target);
+    }
+
+    /// Leaves the polling task's waker for a fatal error report. Called
+    /// before looking for one, so a report in between is not missed.
+    pub(crate) fn await_report(&self, cx: &Context<'_>) {
+        let Some(Ok(mut slot)) = self.detector.as_ref().map(|d| d.waker.lock()) else {
+            return;
+        };
+        if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *slot = Some(cx.waker().clone());
+        }
     }
 
     /// The fatal error a response future reported on the current

@@ -8,7 +8,7 @@ mod worker;
 use std::{
     fmt,
     sync::Arc,
-    task::{Context, Poll},
+    task::{ready, Context, Poll},
 };
 
 use tokio::sync::{mpsc, oneshot};
@@ -41,7 +41,9 @@ use crate::{error::NotReady, ConnectionWatch, Reconnect};
 /// [`Unavailable`](crate::error::Unavailable), or, with
 /// `wait_for_ready(true)`, waits there until the connection is back. Every
 /// waiting request is served when the connection comes up, however many
-/// clones queued them.
+/// clones queued them. Calling `call` without a `Ready(Ok)` from
+/// `poll_ready` first returns [`NotReady`](crate::error::NotReady) instead
+/// of panicking.
 ///
 /// # Why not `Buffer<Reconnect>`
 ///
@@ -99,6 +101,9 @@ use crate::{error::NotReady, ConnectionWatch, Reconnect};
 /// ```
 pub struct Shared<Req, F> {
     tx: PollSender<Message<Req, F>>,
+    /// `poll_ready` reserved a slot that no `call` has used yet: without
+    /// one, `PollSender::send_item` panics.
+    reserved: bool,
     control: mpsc::UnboundedSender<Control>,
     handle: Arc<Handle>,
     watch: ConnectionWatch,
@@ -169,6 +174,7 @@ where
         tokio::spawn(worker.run());
         Self {
             tx: PollSender::new(tx),
+            reserved: false,
             control,
             handle,
             watch,
@@ -219,20 +225,26 @@ where
         if self.handle.is_closed() {
             return Poll::Ready(Err(self.handle.closed_error()));
         }
-        self.tx
-            .poll_reserve(cx)
-            .map_err(|_| self.handle.closed_error())
+        let reserved = ready!(self.tx.poll_reserve(cx)).map_err(|_| self.handle.closed_error());
+        self.reserved = reserved.is_ok();
+        Poll::Ready(reserved)
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
+        if !std::mem::take(&mut self.reserved) {
+            return SharedFuture::failed(Box::new(NotReady::new()));
+        }
+        if self.handle.is_closed() {
+            // Reserved before the close: the worker may be gone, and a
+            // message sent now would wait for an answer forever.
+            self.tx.abort_send();
+            return SharedFuture::failed(self.handle.closed_error());
+        }
         let (tx, rx) = oneshot::channel();
         let span = tracing::Span::current();
         match self.tx.send_item(Message { request, tx, span }) {
             Ok(()) => SharedFuture::new(rx),
-            Err(_) if self.tx.is_closed() || self.handle.is_closed() => {
-                SharedFuture::failed(self.handle.closed_error())
-            }
-            Err(_) => SharedFuture::failed(Box::new(NotReady::new())),
+            Err(_) => SharedFuture::failed(self.handle.closed_error()),
         }
     }
 }
@@ -241,6 +253,7 @@ impl<Req, F> Clone for Shared<Req, F> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
+            reserved: false,
             control: self.control.clone(),
             handle: self.handle.clone(),
             watch: self.watch.clone(),
