@@ -3,7 +3,16 @@
 
 pub(crate) mod future;
 mod message;
+mod signal;
 mod worker;
+
+/// The primitives of [`signal`]; `tests/loom.rs` swaps in loom's.
+mod sync {
+    pub(crate) use std::sync::{
+        atomic::{AtomicU8, Ordering},
+        Mutex,
+    };
+}
 
 use std::{
     fmt,
@@ -17,7 +26,8 @@ use tower::{BoxError, Service};
 
 use self::{
     future::SharedFuture,
-    message::{Control, Message},
+    message::Message,
+    signal::{CLOSE, RESET_BACKOFF},
     worker::{Handle, Worker},
 };
 use crate::{error::NotReady, ConnectionWatch, Reconnect};
@@ -99,9 +109,19 @@ use crate::{error::NotReady, ConnectionWatch, Reconnect};
 /// ```
 pub struct Shared<Req, F> {
     tx: PollSender<Message<Req, F>>,
-    control: mpsc::UnboundedSender<Control>,
-    handle: Arc<Handle>,
+    closer: Arc<Closer>,
     watch: ConnectionWatch,
+}
+
+/// What every clone of a [`Shared`] holds: when the last one goes, the
+/// worker is told to close.
+#[derive(Debug)]
+struct Closer(Arc<Handle>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.signal.send(CLOSE);
+    }
 }
 
 // ===== impl Reconnect =====
@@ -162,21 +182,23 @@ where
             "redial: the shared queue bound must be at least 1"
         );
         let (tx, rx) = mpsc::channel(bound);
-        let (control, control_rx) = mpsc::unbounded_channel();
         let handle = Arc::new(Handle::default());
         let watch = service.watch();
-        let worker = Worker::new(service, rx, control_rx, eager, handle.clone());
+        let worker = Worker::new(service, rx, eager, handle.clone());
         tokio::spawn(worker.run());
         Self {
             tx: PollSender::new(tx),
-            control,
-            handle,
+            closer: Arc::new(Closer(handle)),
             watch,
         }
     }
 }
 
 impl<Req, F> Shared<Req, F> {
+    fn handle(&self) -> &Handle {
+        &self.closer.0
+    }
+
     /// A watch on the shared connection's state.
     pub fn watch(&self) -> ConnectionWatch {
         self.watch.clone()
@@ -185,7 +207,7 @@ impl<Req, F> Shared<Req, F> {
     /// Starts the backoff schedule afresh and makes a waiting retry due now,
     /// for every clone (see [`Reconnect::reset_backoff`]).
     pub fn reset_backoff(&self) {
-        let _ = self.control.send(Control::ResetBackoff);
+        self.handle().signal.send(RESET_BACKOFF);
     }
 
     /// Closes the connection for every clone: from now on `poll_ready` and
@@ -194,14 +216,14 @@ impl<Req, F> Shared<Req, F> {
     /// [`ConnectionWatch::disconnected`] to know it is done). Responses
     /// already on their way are not cancelled.
     pub fn close(&self) {
-        self.handle.set_closed(crate::error::Closed::new(None));
-        let _ = self.control.send(Control::Close);
+        self.handle().set_closed(crate::error::Closed::new(None));
+        self.handle().signal.send(CLOSE);
     }
 
     /// Whether the handle is closed: by [`close`](Self::close), by giving
     /// up, or because the task ended.
     pub fn is_closed(&self) -> bool {
-        self.handle.is_closed()
+        self.handle().is_closed()
     }
 }
 
@@ -216,12 +238,12 @@ where
     type Future = SharedFuture<F>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if self.handle.is_closed() {
-            return Poll::Ready(Err(self.handle.closed_error()));
+        if self.handle().is_closed() {
+            return Poll::Ready(Err(self.handle().closed_error()));
         }
         self.tx
             .poll_reserve(cx)
-            .map_err(|_| self.handle.closed_error())
+            .map_err(|_| self.handle().closed_error())
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
@@ -229,8 +251,8 @@ where
         let span = tracing::Span::current();
         match self.tx.send_item(Message { request, tx, span }) {
             Ok(()) => SharedFuture::new(rx),
-            Err(_) if self.tx.is_closed() || self.handle.is_closed() => {
-                SharedFuture::failed(self.handle.closed_error())
+            Err(_) if self.tx.is_closed() || self.handle().is_closed() => {
+                SharedFuture::failed(self.handle().closed_error())
             }
             Err(_) => SharedFuture::failed(Box::new(NotReady::new())),
         }
@@ -241,8 +263,7 @@ impl<Req, F> Clone for Shared<Req, F> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
-            control: self.control.clone(),
-            handle: self.handle.clone(),
+            closer: self.closer.clone(),
             watch: self.watch.clone(),
         }
     }
