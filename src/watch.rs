@@ -225,9 +225,15 @@ impl Edges {
     /// Waits until `done` holds for the phase; returns that phase.
     async fn wait(&self, notify: &Notify, done: impl Fn(Phase) -> bool) -> Phase {
         loop {
+            // Checked first, so that a woken waiter (and one that finds the
+            // phase already there) returns without touching the `Notify`.
+            let phase = self.phase();
+            if done(phase) {
+                return phase;
+            }
             let mut notified = pin!(notify.notified());
-            // Registered before the phase is read: a change in between
-            // wakes this `Notified`.
+            // Registered before the phase is read again: a change in
+            // between wakes this `Notified`.
             notified.as_mut().enable();
             let phase = self.phase();
             if done(phase) {
