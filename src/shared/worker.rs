@@ -25,6 +25,7 @@ pub(crate) struct Handle {
 }
 
 impl Handle {
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.get().is_some()
     }
