@@ -119,10 +119,48 @@ fn shared(c: &mut Criterion) {
 criterion_group!(benches, shared);
 
 fn main() {
+    if let Ok(spec) = std::env::var("REDIAL_INSTRUCTIONS") {
+        return instructions(&spec);
+    }
     let started = SystemTime::now();
     benches();
     Criterion::default().configure_from_args().final_summary();
     table(started);
+}
+
+// ===== instruction counts =====
+
+/// `REDIAL_INSTRUCTIONS=<buffer|redial>:<requests>`: sends that many
+/// requests through one handle from one caller on a current-thread runtime,
+/// and exits, for `valgrind --tool=callgrind`. Two runs with different
+/// counts give the instructions per request (their difference over the
+/// difference in requests), repeatable whatever else the machine does.
+fn instructions(spec: &str) {
+    let (which, n) = spec
+        .split_once(':')
+        .expect("REDIAL_INSTRUCTIONS=<buffer|redial>:<n>");
+    let n: u64 = n.parse().expect("a request count");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let _guard = rt.enter();
+    let connection = || service_fn(|x: u64| ready(Ok::<_, Infallible>(x)));
+    let make = service_fn(move |(): ()| ready(Ok::<_, Infallible>(connection())));
+    rt.block_on(async {
+        match which {
+            "buffer" => {
+                let svc =
+                    tower::buffer::Buffer::new(tower::reconnect::Reconnect::new(make, ()), 1024);
+                batch(&svc, 1, n).await
+            }
+            "redial" => {
+                let svc = redial::Reconnect::new(make, ()).spawn(1024);
+                batch(&svc, 1, n).await
+            }
+            other => panic!("unknown handle {other:?}"),
+        }
+    });
 }
 
 // ===== the side-by-side table =====

@@ -18,6 +18,10 @@ use std::{
 };
 
 use tokio::time::{sleep_until, Instant, Sleep};
+
+/// How much earlier than a retry time its timer is armed: just under the
+/// timer's one-millisecond resolution (see `attempt_failed`).
+const TIMER_SLACK: Duration = Duration::from_nanos(999_999);
 use tower::BoxError;
 
 use crate::{
@@ -288,7 +292,11 @@ impl<F, S> Machine<F, S> {
         }
         self.outage = true;
         self.last_error = Some(cause.clone());
-        self.timer(retry_at);
+        // tokio's timer rounds a deadline up to its next millisecond and the
+        // driver's sleep rounds up again, so a timer fires up to ~2 ms late;
+        // arming it just under a millisecond early puts the attempt on time
+        // (on a paused clock at whole milliseconds, exactly on time).
+        self.timer(retry_at.checked_sub(TIMER_SLACK).unwrap_or(retry_at));
         self.state = State::Disconnected { retry_at };
         self.publisher.update(|s| {
             s.phase = Phase::Disconnected;

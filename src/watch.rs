@@ -1,6 +1,17 @@
-use std::{error::Error, fmt};
+use std::{
+    error::Error,
+    fmt,
+    pin::pin,
+    sync::{
+        atomic::{AtomicU8, Ordering},
+        Arc,
+    },
+};
 
-use tokio::{sync::watch, time::Instant};
+use tokio::{
+    sync::{watch, Notify},
+    time::Instant,
+};
 
 use crate::error::{Cause, Closed};
 
@@ -13,20 +24,20 @@ use crate::error::{Cause, Closed};
 #[non_exhaustive]
 pub enum Phase {
     /// No connection and no attempt yet: nothing has asked for one.
-    Idle,
+    Idle = 0,
     /// The first attempt is running (or the first one after a healthy
     /// connection was lost). Requests wait for it.
     Connecting,
     /// Connected; requests go to the connection.
-    Connected,
+    Connected = 2,
     /// The last attempt failed or the connection was lost. Sticky: reported
     /// until the service is `Connected` again, while further attempts run
     /// and [`attempt`](ConnectionState::attempt) rises. Requests fail fast
     /// with [`Unavailable`](crate::error::Unavailable), or wait in
     /// wait-for-ready mode.
-    Disconnected,
+    Disconnected = 3,
     /// Terminal: the service was dropped or gave up. Nothing leaves it.
-    Closed,
+    Closed = 4,
 }
 
 impl fmt::Display for Phase {
@@ -92,8 +103,12 @@ impl ConnectionState {
     /// [`Disconnected`](Phase::Disconnected) and waiting; `None` while an
     /// attempt runs, while connected, and once closed.
     ///
-    /// A lazy [`Reconnect`](crate::Reconnect) starts the attempt on the first
-    /// `poll_ready` at or after this time.
+    /// The attempt starts at this time to within tokio's timer resolution
+    /// (a millisecond): its timer is armed just under a millisecond early,
+    /// since tokio's timer otherwise fires up to ~2 ms late, so an attempt
+    /// may start up to 1 ms before `retry_at`. A lazy
+    /// [`Reconnect`](crate::Reconnect) starts it on its first `poll_ready`
+    /// from then on.
     pub const fn retry_at(&self) -> Option<Instant> {
         self.retry_at
     }
@@ -163,6 +178,70 @@ impl fmt::Debug for ConnectionState {
 #[derive(Clone)]
 pub struct ConnectionWatch {
     rx: watch::Receiver<ConnectionState>,
+    edges: Arc<Edges>,
+}
+
+/// What [`connected`](ConnectionWatch::connected) and
+/// [`disconnected`](ConnectionWatch::disconnected) wait on instead of a
+/// receiver of the whole state: the phase as an atomic, and one [`Notify`]
+/// per edge they wait for. Waiting clones nothing, a woken waiter reads one
+/// atomic instead of taking the state's lock (10,000 waiters on one lock
+/// is what made the watch's own `wait_for` slow to fan out), and a phase
+/// change a waiter does not care about (`Idle` to `Connecting`) wakes no
+/// one.
+///
+/// The phase is stored under the state's write lock, with the state, and
+/// the edge notified after; a waiter enables its `Notified` before it reads
+/// the phase, so a change between the two is never missed (the pattern
+/// `Notify::notify_waiters` documents).
+#[derive(Debug)]
+struct Edges {
+    phase: AtomicU8,
+    /// Notified when the phase becomes `Connected` or `Closed`.
+    up_or_closed: Notify,
+    /// Notified when the phase leaves `Connected`.
+    down: Notify,
+}
+
+impl Edges {
+    fn new() -> Self {
+        Self {
+            phase: AtomicU8::new(Phase::Idle as u8),
+            up_or_closed: Notify::new(),
+            down: Notify::new(),
+        }
+    }
+
+    fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Acquire) {
+            0 => Phase::Idle,
+            1 => Phase::Connecting,
+            2 => Phase::Connected,
+            3 => Phase::Disconnected,
+            _ => Phase::Closed,
+        }
+    }
+
+    /// Waits until `done` holds for the phase; returns that phase.
+    async fn wait(&self, notify: &Notify, done: impl Fn(Phase) -> bool) -> Phase {
+        loop {
+            // Checked first, so that a woken waiter (and one that finds the
+            // phase already there) returns without touching the `Notify`.
+            let phase = self.phase();
+            if done(phase) {
+                return phase;
+            }
+            let mut notified = pin!(notify.notified());
+            // Registered before the phase is read again: a change in
+            // between wakes this `Notified`.
+            notified.as_mut().enable();
+            let phase = self.phase();
+            if done(phase) {
+                return phase;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl ConnectionWatch {
@@ -202,16 +281,16 @@ impl ConnectionWatch {
     /// This method is cancel safe: dropping the future loses nothing, and a
     /// new call sees the current state.
     pub async fn connected(&self) -> Result<(), Closed> {
-        let mut rx = self.rx.clone();
-        let state = rx
-            .wait_for(|s| matches!(s.phase, Phase::Connected | Phase::Closed))
+        let phase = self
+            .edges
+            .wait(&self.edges.up_or_closed, |p| {
+                matches!(p, Phase::Connected | Phase::Closed)
+            })
             .await;
-        match state {
-            Ok(s) if s.phase == Phase::Connected => Ok(()),
-            Ok(s) => Err(Closed::new(s.last_error.clone())),
-            // Unreachable in practice: `Closed` is always published before
-            // the sender goes away.
-            Err(_) => Err(Closed::new(None)),
+        if phase == Phase::Connected {
+            Ok(())
+        } else {
+            Err(Closed::new(self.rx.borrow().last_error.clone()))
         }
     }
 
@@ -230,12 +309,10 @@ impl ConnectionWatch {
     ///
     /// This method is cancel safe.
     pub async fn disconnected(&self) -> ConnectionState {
-        let mut rx = self.rx.clone();
-        if let Ok(state) = rx.wait_for(|s| s.phase != Phase::Connected).await {
-            return state.clone();
-        }
-        let state = rx.borrow().clone();
-        state
+        self.edges
+            .wait(&self.edges.down, |p| p != Phase::Connected)
+            .await;
+        self.state()
     }
 }
 
@@ -250,28 +327,51 @@ impl fmt::Debug for ConnectionWatch {
 /// The one writer of a connection's state.
 pub(crate) struct Publisher {
     tx: watch::Sender<ConnectionState>,
+    edges: Arc<Edges>,
 }
 
 impl Publisher {
     pub(crate) fn new() -> Self {
         Self {
             tx: watch::Sender::new(ConnectionState::idle()),
+            edges: Arc::new(Edges::new()),
         }
     }
 
     pub(crate) fn watch(&self) -> ConnectionWatch {
         ConnectionWatch {
             rx: self.tx.subscribe(),
+            edges: self.edges.clone(),
         }
     }
 
     /// Applies `update`, waking subscribers only when the phase changed.
     pub(crate) fn update(&self, update: impl FnOnce(&mut ConnectionState)) {
+        let mut before = None;
         self.tx.send_if_modified(|state| {
-            let before = state.phase;
+            let was = state.phase;
             update(state);
-            state.phase != before
+            if state.phase == was {
+                return false;
+            }
+            self.edges.phase.store(state.phase as u8, Ordering::Release);
+            before = Some(was);
+            true
         });
+        if let Some(before) = before {
+            self.notify(before);
+        }
+    }
+
+    /// Wakes the waiters of the edge from `before` to the phase now.
+    fn notify(&self, before: Phase) {
+        let now = self.edges.phase();
+        if matches!(now, Phase::Connected | Phase::Closed) {
+            self.edges.up_or_closed.notify_waiters();
+        }
+        if before == Phase::Connected {
+            self.edges.down.notify_waiters();
+        }
     }
 
     pub(crate) fn state(&self) -> watch::Ref<'_, ConnectionState> {
@@ -282,6 +382,7 @@ impl Publisher {
 impl Drop for Publisher {
     /// Publishes `Closed` exactly once, before the sender goes away.
     fn drop(&mut self) {
+        let mut before = None;
         self.tx.send_if_modified(|state| {
             if state.phase == Phase::Closed {
                 return false;
@@ -289,9 +390,16 @@ impl Drop for Publisher {
             if state.phase == Phase::Connected {
                 state.disconnects += 1;
             }
+            before = Some(state.phase);
             state.phase = Phase::Closed;
             state.retry_at = None;
+            self.edges
+                .phase
+                .store(Phase::Closed as u8, Ordering::Release);
             true
         });
+        if let Some(before) = before {
+            self.notify(before);
+        }
     }
 }

@@ -159,11 +159,12 @@ fn heap_per_reconnect() {
     println!(
         "heap of a Reconnect: {idle} bytes idle, {connected} connected, {dropped} once dropped"
     );
-    // Measured 392 bytes, all of it the watch channel's shared state (a
-    // tokio `watch` of `ConnectionState`); once connected the connect timer
-    // and the make future are freed.
+    // Measured 480 bytes: the watch channel's shared state (a tokio `watch`
+    // of `ConnectionState`, 392 bytes) and the edges `connected()` and
+    // `disconnected()` wait on (88); once connected the connect timer and
+    // the make future are freed.
     assert!(
-        idle <= 448 && connected == idle,
+        idle <= 512 && connected == idle,
         "{idle} bytes idle, {connected} connected"
     );
     assert_eq!(dropped, 0);

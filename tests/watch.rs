@@ -227,6 +227,37 @@ async fn same_phase_updates_wake_no_one() {
     assert_eq!(rx.borrow_and_update().phase(), Phase::Connected);
 }
 
+/// A `connected()` waiter is woken only by the edges it waits for: not by `Idle` → `Connecting`, nor by a failed attempt, but by `Connected`.
+#[tokio::test(start_paused = true)]
+async fn connected_waiters_sleep_through_connecting_and_failures() {
+    let make = Make::new();
+    make.push([
+        Dial::FailAfter(secs(1), "refused"),
+        Dial::ConnectAfter(secs(1)),
+    ]);
+    let mut svc = exact().layer(make.clone());
+    let watch = svc.watch();
+    let mut connected = task::spawn(watch.connected());
+    assert_pending!(connected.poll());
+
+    assert_pending!(poll_ready(&mut svc));
+    assert_eq!(watch.phase(), Phase::Connecting);
+    assert!(!connected.is_woken(), "woken by Idle -> Connecting");
+
+    advance(secs(1)).await;
+    assert_ready_ok!(poll_ready(&mut svc));
+    assert_eq!(watch.phase(), Phase::Disconnected);
+    assert!(!connected.is_woken(), "woken by a failed attempt");
+
+    advance(watch.state().retry_at().unwrap() - Instant::now()).await;
+    assert_ready_ok!(poll_ready(&mut svc));
+    advance(secs(1)).await;
+    assert_ready_ok!(poll_ready(&mut svc));
+    assert_eq!(watch.phase(), Phase::Connected);
+    assert!(connected.is_woken());
+    assert_ready_ok!(connected.poll());
+}
+
 /// Dropping the service publishes `Closed` once (counting the dropped connection), after which `changed()` fails and the connection is freed.
 #[tokio::test(start_paused = true)]
 async fn closed_is_published_once_on_drop() {

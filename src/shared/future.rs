@@ -51,22 +51,27 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        loop {
-            match self.as_mut().project().state.project() {
-                StateProj::Queued { rx } => match ready!(Pin::new(rx).poll(cx)) {
-                    Ok(Ok(fut)) => self.as_mut().project().state.set(State::Sent { fut }),
-                    Ok(Err(error)) => return Poll::Ready(Err(error)),
-                    // The worker went away without answering: it panicked
-                    // or its runtime shut down. The watch shows `Closed`.
-                    Err(_) => return Poll::Ready(Err(Box::new(Closed::new(None)))),
-                },
-                StateProj::Sent { fut } => return fut.poll(cx).map_err(Into::into),
-                StateProj::Failed { error } => {
-                    return Poll::Ready(Err(error
-                        .take()
-                        .expect("SharedFuture polled after completion")))
-                }
+        let fut = match self.as_mut().project().state.project() {
+            StateProj::Sent { fut } => return fut.poll(cx).map_err(Into::into),
+            StateProj::Queued { rx } => match ready!(Pin::new(rx).poll(cx)) {
+                Ok(Ok(fut)) => fut,
+                Ok(Err(error)) => return Poll::Ready(Err(error)),
+                // The worker went away without answering: it panicked or
+                // its runtime shut down. The watch shows `Closed`.
+                Err(_) => return Poll::Ready(Err(Box::new(Closed::new(None)))),
+            },
+            StateProj::Failed { error } => {
+                return Poll::Ready(Err(error
+                    .take()
+                    .expect("SharedFuture polled after completion")))
             }
+        };
+        // Sent: poll the response future at once, in this same poll.
+        let mut state = self.project().state;
+        state.set(State::Sent { fut });
+        match state.project() {
+            StateProj::Sent { fut } => fut.poll(cx).map_err(Into::into),
+            _ => unreachable!("just set"),
         }
     }
 }

@@ -14,10 +14,3 @@ pub(crate) struct Message<Req, F> {
 /// that stopped the request from being sent.
 pub(crate) type Tx<F> = oneshot::Sender<Result<F, BoxError>>;
 pub(crate) type Rx<F> = oneshot::Receiver<Result<F, BoxError>>;
-
-/// What a handle can ask of the worker besides requests.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Control {
-    ResetBackoff,
-    Close,
-}

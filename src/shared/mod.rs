@@ -3,7 +3,16 @@
 
 pub(crate) mod future;
 mod message;
+mod signal;
 mod worker;
+
+/// The primitives of [`signal`]; `tests/loom.rs` swaps in loom's.
+mod sync {
+    pub(crate) use std::sync::{
+        atomic::{AtomicU8, Ordering},
+        Mutex,
+    };
+}
 
 use std::{
     fmt,
@@ -17,7 +26,8 @@ use tower::{BoxError, Service};
 
 use self::{
     future::SharedFuture,
-    message::{Control, Message},
+    message::Message,
+    signal::{CLOSE, RESET_BACKOFF},
     worker::{Handle, Worker},
 };
 use crate::{error::NotReady, ConnectionWatch, Reconnect};
@@ -104,9 +114,19 @@ pub struct Shared<Req, F> {
     /// `poll_ready` reserved a slot that no `call` has used yet: without
     /// one, `PollSender::send_item` panics.
     reserved: bool,
-    control: mpsc::UnboundedSender<Control>,
-    handle: Arc<Handle>,
+    closer: Arc<Closer>,
     watch: ConnectionWatch,
+}
+
+/// What every clone of a [`Shared`] holds: when the last one goes, the
+/// worker is told to close.
+#[derive(Debug)]
+struct Closer(Arc<Handle>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.signal.send(CLOSE);
+    }
 }
 
 // ===== impl Reconnect =====
@@ -167,22 +187,24 @@ where
             "redial: the shared queue bound must be at least 1"
         );
         let (tx, rx) = mpsc::channel(bound);
-        let (control, control_rx) = mpsc::unbounded_channel();
         let handle = Arc::new(Handle::default());
         let watch = service.watch();
-        let worker = Worker::new(service, rx, control_rx, eager, handle.clone());
+        let worker = Worker::new(service, rx, eager, handle.clone());
         tokio::spawn(worker.run());
         Self {
             tx: PollSender::new(tx),
             reserved: false,
-            control,
-            handle,
+            closer: Arc::new(Closer(handle)),
             watch,
         }
     }
 }
 
 impl<Req, F> Shared<Req, F> {
+    fn handle(&self) -> &Handle {
+        &self.closer.0
+    }
+
     /// A watch on the shared connection's state.
     pub fn watch(&self) -> ConnectionWatch {
         self.watch.clone()
@@ -191,7 +213,7 @@ impl<Req, F> Shared<Req, F> {
     /// Starts the backoff schedule afresh and makes a waiting retry due now,
     /// for every clone (see [`Reconnect::reset_backoff`]).
     pub fn reset_backoff(&self) {
-        let _ = self.control.send(Control::ResetBackoff);
+        self.handle().signal.send(RESET_BACKOFF);
     }
 
     /// Closes the connection for every clone: from now on `poll_ready` and
@@ -200,14 +222,14 @@ impl<Req, F> Shared<Req, F> {
     /// [`ConnectionWatch::disconnected`] to know it is done). Responses
     /// already on their way are not cancelled.
     pub fn close(&self) {
-        self.handle.set_closed(crate::error::Closed::new(None));
-        let _ = self.control.send(Control::Close);
+        self.handle().set_closed(crate::error::Closed::new(None));
+        self.handle().signal.send(CLOSE);
     }
 
     /// Whether the handle is closed: by [`close`](Self::close), by giving
     /// up, or because the task ended.
     pub fn is_closed(&self) -> bool {
-        self.handle.is_closed()
+        self.handle().is_closed()
     }
 }
 
@@ -222,10 +244,10 @@ where
     type Future = SharedFuture<F>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if self.handle.is_closed() {
-            return Poll::Ready(Err(self.handle.closed_error()));
+        if self.handle().is_closed() {
+            return Poll::Ready(Err(self.handle().closed_error()));
         }
-        let reserved = ready!(self.tx.poll_reserve(cx)).map_err(|_| self.handle.closed_error());
+        let reserved = ready!(self.tx.poll_reserve(cx)).map_err(|_| self.handle().closed_error());
         self.reserved = reserved.is_ok();
         Poll::Ready(reserved)
     }
@@ -234,17 +256,17 @@ where
         if !std::mem::take(&mut self.reserved) {
             return SharedFuture::failed(Box::new(NotReady::new()));
         }
-        if self.handle.is_closed() {
+        if self.handle().is_closed() {
             // Reserved before the close: the worker may be gone, and a
             // message sent now would wait for an answer forever.
             self.tx.abort_send();
-            return SharedFuture::failed(self.handle.closed_error());
+            return SharedFuture::failed(self.handle().closed_error());
         }
         let (tx, rx) = oneshot::channel();
         let span = tracing::Span::current();
         match self.tx.send_item(Message { request, tx, span }) {
             Ok(()) => SharedFuture::new(rx),
-            Err(_) => SharedFuture::failed(self.handle.closed_error()),
+            Err(_) => SharedFuture::failed(self.handle().closed_error()),
         }
     }
 }
@@ -254,8 +276,7 @@ impl<Req, F> Clone for Shared<Req, F> {
         Self {
             tx: self.tx.clone(),
             reserved: false,
-            control: self.control.clone(),
-            handle: self.handle.clone(),
+            closer: self.closer.clone(),
             watch: self.watch.clone(),
         }
     }

@@ -1,45 +1,43 @@
 use std::{
     fmt,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
-    task::{Context, Poll},
+    sync::{Arc, OnceLock},
+    task::{Context, Poll, Waker},
 };
 
 use tokio::sync::mpsc;
 use tower::{BoxError, Service};
 
-use super::message::{Control, Message};
+use super::{
+    message::Message,
+    signal::{Signal, CLOSE, RESET_BACKOFF},
+};
 use crate::{error::Closed, Reconnect};
 
 /// A queued request to a `Reconnect<M, T>`.
 type Msg<M, T, Req> = Message<Req, <Reconnect<M, T> as Service<Req>>::Future>;
 
-/// What the handles and the worker share: whether the connection is closed,
-/// and why.
+/// What the handles and the worker share: whether the connection is closed
+/// and why, and the handles' requests to the worker.
 #[derive(Debug, Default)]
 pub(crate) struct Handle {
-    closed: AtomicBool,
-    error: Mutex<Option<Closed>>,
+    closed: OnceLock<Closed>,
+    pub(crate) signal: Signal,
 }
 
 impl Handle {
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.closed.get().is_some()
     }
 
     /// Records why the connection closed; the first reason wins.
     pub(crate) fn set_closed(&self, error: Closed) {
-        if let Ok(mut slot) = self.error.lock() {
-            slot.get_or_insert(error);
-        }
-        self.closed.store(true, Ordering::Release);
+        let _ = self.closed.set(error);
     }
 
     /// The error for a request that found the connection closed.
     pub(crate) fn closed_error(&self) -> BoxError {
-        let error = self.error.lock().ok().and_then(|slot| slot.clone());
+        let error = self.closed.get().cloned();
         Box::new(error.unwrap_or_else(|| Closed::new(None)))
     }
 }
@@ -57,7 +55,8 @@ where
     /// A request received before the service was ready.
     current: Option<Msg<M, T, Req>>,
     rx: mpsc::Receiver<Msg<M, T, Req>>,
-    control: mpsc::UnboundedReceiver<Control>,
+    /// The waker registered with the handles' [`Signal`].
+    registered: Option<Waker>,
     /// Whether the service is driven before the first request.
     started: bool,
     handle: Arc<Handle>,
@@ -71,7 +70,6 @@ where
     pub(crate) fn new(
         service: Reconnect<M, T>,
         rx: mpsc::Receiver<Msg<M, T, Req>>,
-        control: mpsc::UnboundedReceiver<Control>,
         eager: bool,
         handle: Arc<Handle>,
     ) -> Self {
@@ -79,7 +77,7 @@ where
             service: Some(service),
             current: None,
             rx,
-            control,
+            registered: None,
             started: eager,
             handle,
         }
@@ -97,22 +95,6 @@ where
             let _ = msg.tx.send(Err(self.handle.closed_error()));
         }
         self.service = None;
-    }
-
-    /// Handles `reset_backoff` and `close` from the handles; `Ready` once
-    /// the worker must close (asked to, or every handle is gone).
-    fn poll_control(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            match self.control.poll_recv(cx) {
-                Poll::Ready(Some(Control::ResetBackoff)) => {
-                    if let Some(service) = &mut self.service {
-                        service.reset_backoff();
-                    }
-                }
-                Poll::Ready(Some(Control::Close)) | Poll::Ready(None) => return Poll::Ready(()),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
     }
 
     /// The next request: the one held back, or a new one from the queue.
@@ -140,12 +122,17 @@ where
         if this.service.is_none() {
             return Poll::Ready(());
         }
-        // Once per wake-up, not per request: a control message sent later
-        // wakes the task again (and `close()` has already marked every
-        // handle closed).
-        if this.poll_control(cx).is_ready() {
+        // Once per wake-up, not per request: a signal sent later wakes the
+        // task again (and `close()` has already marked every handle closed).
+        let signals = this.handle.signal.take(&mut this.registered, cx);
+        if signals & CLOSE != 0 {
             this.close(Closed::new(None));
             return Poll::Ready(());
+        }
+        if signals & RESET_BACKOFF != 0 {
+            if let Some(service) = &mut this.service {
+                service.reset_backoff();
+            }
         }
         loop {
             if !this.started {
@@ -202,6 +189,7 @@ where
     Reconnect<M, T>: Service<Req>,
 {
     fn drop(&mut self) {
+        self.handle.signal.unregister();
         if std::thread::panicking() {
             self.handle
                 .set_closed(Closed::new(Some(Arc::new(Panicked))));

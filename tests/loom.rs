@@ -1,0 +1,139 @@
+//! loom models of the one piece of synchronisation the shared handle has of
+//! its own: the signal by which handles ask the worker task to reset its
+//! backoff or to close (`src/shared/signal.rs`, compiled here over loom's
+//! atomics and mutex). Everything else the handle uses is tokio's or std's.
+//!
+//! A lost wake-up shows as a deadlock, which loom reports as a failure, in
+//! any of the interleavings it explores.
+
+use std::{
+    future::poll_fn,
+    task::{Poll, Waker},
+};
+
+use loom::{sync::Arc, thread};
+
+/// The primitives `signal.rs` takes from its parent module.
+mod sync {
+    pub(crate) use loom::sync::{
+        atomic::{AtomicU8, Ordering},
+        Mutex,
+    };
+}
+
+#[path = "../src/shared/signal.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod signal;
+
+use signal::{Signal, CLOSE, RESET_BACKOFF};
+
+/// Explores `f`'s interleavings with up to three preemptions per execution
+/// (loom's advice: bugs need few), which keeps the three-thread model to
+/// seconds; `LOOM_MAX_PREEMPTIONS` overrides it.
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(f);
+}
+
+/// Runs the worker's side until it has seen every bit of `want`; returns
+/// what it saw.
+fn worker(signal: &Signal, want: u8) -> u8 {
+    let mut registered: Option<Waker> = None;
+    let mut seen = 0;
+    loom::future::block_on(poll_fn(|cx| {
+        seen |= signal.take(&mut registered, cx);
+        if seen & want == want {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }));
+    seen
+}
+
+/// A close sent from another thread always wakes the worker, whether it
+/// comes before, during or after the worker registers.
+#[test]
+fn a_close_always_reaches_the_worker() {
+    model(|| {
+        let signal = Arc::new(Signal::default());
+        let handle = signal.clone();
+        let sender = thread::spawn(move || handle.send(CLOSE));
+        assert_eq!(worker(&signal, CLOSE), CLOSE);
+        sender.join().unwrap();
+    });
+}
+
+/// Two handles signalling at once: the worker sees both requests, none is
+/// lost to the other's wake-up.
+#[test]
+fn two_senders_are_both_seen() {
+    model(|| {
+        let signal = Arc::new(Signal::default());
+        let (a, b) = (signal.clone(), signal.clone());
+        let reset = thread::spawn(move || a.send(RESET_BACKOFF));
+        let close = thread::spawn(move || b.send(CLOSE));
+        assert_eq!(
+            worker(&signal, RESET_BACKOFF | CLOSE),
+            RESET_BACKOFF | CLOSE
+        );
+        reset.join().unwrap();
+        close.join().unwrap();
+    });
+}
+
+/// A signal sent after the worker has already taken one, while it waits
+/// again with its waker still registered, wakes it a second time.
+#[test]
+fn a_second_signal_wakes_a_worker_that_already_took_one() {
+    model(|| {
+        let signal = Arc::new(Signal::default());
+        let handle = signal.clone();
+        let sender = thread::spawn(move || {
+            handle.send(RESET_BACKOFF);
+            handle.send(CLOSE);
+        });
+        let mut registered: Option<Waker> = None;
+        let mut seen = 0;
+        let mut takes_with_bits = 0;
+        loom::future::block_on(poll_fn(|cx| {
+            let bits = signal.take(&mut registered, cx);
+            if bits != 0 {
+                takes_with_bits += 1;
+            }
+            seen |= bits;
+            if seen & CLOSE != 0 {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }));
+        assert!(takes_with_bits >= 1);
+        sender.join().unwrap();
+    });
+}
+
+/// Unregistering while a handle signals neither panics nor leaves the
+/// worker's waker behind.
+#[test]
+fn unregister_racing_a_send_leaves_no_waker() {
+    model(|| {
+        let signal = Arc::new(Signal::default());
+        let handle = signal.clone();
+        let sender = thread::spawn(move || handle.send(CLOSE));
+        let mut registered: Option<Waker> = None;
+        loom::future::block_on(poll_fn(|cx| {
+            signal.take(&mut registered, cx);
+            Poll::Ready(())
+        }));
+        signal.unregister();
+        sender.join().unwrap();
+        drop(registered);
+        // Only this thread's copy of the signal is left: no waker inside
+        // keeps the finished task alive.
+        assert_eq!(Arc::strong_count(&signal), 1);
+    });
+}
