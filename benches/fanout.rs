@@ -36,10 +36,13 @@
 //! Run with `cargo bench --bench fanout`; add
 //! `-- --warm-up-time 1 --measurement-time 3` for a quick look.
 
+#[path = "common/noop.rs"]
+mod noop;
+
 use std::{
     alloc::{GlobalAlloc, Layout, System},
     convert::Infallible,
-    future::{poll_fn, ready, Future},
+    future::{poll_fn, Future},
     mem::size_of_val,
     pin::pin,
     sync::{
@@ -53,6 +56,7 @@ use std::{
 };
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use noop::{connection, make};
 use redial::{ConnectionWatch, Phase, Reconnect};
 use tokio::{
     runtime::Runtime,
@@ -293,11 +297,6 @@ async fn last_woken(last: oneshot::Receiver<Instant>) -> Instant {
         .expect("the last waiter reports")
 }
 
-/// The connection the make service hands out.
-fn connection() -> impl tower::Service<u64, Response = u64, Error = Infallible> + Send {
-    service_fn(|x: u64| ready(Ok::<_, Infallible>(x)))
-}
-
 /// The wait `connected()` could do instead of a watch receiver's: a flag
 /// and a [`Notify`], shared by reference, so waiting clones nothing, waking
 /// takes no lock on the value, and only the edge that matters wakes anyone.
@@ -458,8 +457,7 @@ async fn fanout(source: Source, n: usize) -> Sample {
 /// Live heap bytes per parked waiter, spawned as a user would: a task that
 /// awaits `connected()` (or `wait_for`) and nothing else.
 async fn bytes_per_waiter(source: Source, n: usize) -> f64 {
-    let make = service_fn(|(): ()| ready(Ok::<_, Infallible>(connection())));
-    let mut svc = Reconnect::new(make, ());
+    let mut svc = Reconnect::new(make(), ());
     let watch = svc.watch();
     let (tx, rx) = watch::channel(false);
     let gate = Arc::new(Gate::default());
@@ -616,8 +614,7 @@ fn table(rt: &Runtime, quick: bool) {
 
     // What a parked waiter is made of, as a user would spawn it.
     rt.block_on(async {
-        let make = service_fn(|(): ()| ready(Ok::<_, Infallible>(connection())));
-        let svc = Reconnect::new(make, ());
+        let svc = Reconnect::new(make(), ());
         let watch = svc.watch();
         let (_tx, rx) = watch::channel(false);
         let user_redial = {

@@ -17,19 +17,24 @@
 //! criterion's report, a table gives the medians side by side, redial's
 //! ratio to `tower_reconnect` and its distance from `direct`.
 
+#[path = "common/estimates.rs"]
+mod estimates;
+#[path = "common/noop.rs"]
+mod noop;
+
 use std::{
-    convert::Infallible,
     fmt,
-    future::{ready, Future},
+    future::Future,
     hint::black_box,
-    path::PathBuf,
     pin::pin,
     task::{Context, Poll, Waker},
     time::SystemTime,
 };
 
 use criterion::{criterion_group, Criterion};
-use tower::{service_fn, Service};
+use estimates::Estimate;
+use noop::{connection, make};
+use tower::Service;
 
 /// One request: `poll_ready`, `call`, one poll of the response future.
 fn request<S>(svc: &mut S, cx: &mut Context<'_>, req: u64) -> u64
@@ -58,15 +63,11 @@ fn overhead(c: &mut Criterion) {
         .expect("tokio runtime");
     let _guard = rt.enter();
 
-    // The connection: answers every request at once with the request.
-    let connection = || service_fn(|x: u64| ready(Ok::<_, Infallible>(x)));
+    // The connection answers every request at once with the request; the
+    // make service hands it out.
     let mut direct = connection();
-
-    // A make service whose future is `std::future::Ready`, which is `Unpin`
-    // as tower's `Reconnect` requires.
-    let make = service_fn(|(): ()| ready(Ok::<_, Infallible>(connection())));
-    let mut tower_reconnect = tower::reconnect::Reconnect::new(make, ());
-    let mut redial = redial::Reconnect::new(make, ());
+    let mut tower_reconnect = tower::reconnect::Reconnect::new(make(), ());
+    let mut redial = redial::Reconnect::new(make(), ());
 
     // Connect both before measuring, and check that they did.
     assert_eq!(request(&mut tower_reconnect, &mut cx, 7), 7);
@@ -114,7 +115,7 @@ fn table(started: SystemTime) {
     }
     println!("\noverhead: median time per request (95 % confidence interval of the median)");
     for (name, estimate) in NAMES.iter().zip([&direct, &tower, &redial]) {
-        println!("{name:>16}  {}", Estimate::show(estimate));
+        println!("{name:>16}  {}", Estimate::show(estimate, 2));
     }
     if let (Some(t), Some(r)) = (&tower, &redial) {
         println!("redial / tower_reconnect: {:.2}×", r.median / t.median);
@@ -122,52 +123,4 @@ fn table(started: SystemTime) {
     if let (Some(d), Some(r)) = (&direct, &redial) {
         println!("redial − direct: {:+.2} ns", r.median - d.median);
     }
-}
-
-/// A median in nanoseconds, with its confidence interval.
-struct Estimate {
-    median: f64,
-    lower: f64,
-    upper: f64,
-}
-
-impl Estimate {
-    /// The median criterion wrote for `id` during this run, if any.
-    fn read(id: &str, started: SystemTime) -> Option<Self> {
-        let path = criterion_home().join(id).join("new/estimates.json");
-        if std::fs::metadata(&path).ok()?.modified().ok()? < started {
-            return None;
-        }
-        let json = std::fs::read_to_string(path).ok()?;
-        // `"median":{"confidence_interval":{…,"lower_bound":…,"upper_bound":…},"point_estimate":…}`
-        let median = &json[json.find("\"median\"")?..];
-        let number = |key: &str| -> Option<f64> {
-            let rest = &median[median.find(key)? + key.len()..];
-            let rest = rest.trim_start_matches([' ', ':']);
-            rest[..rest.find([',', '}'])?].trim().parse().ok()
-        };
-        Some(Self {
-            median: number("\"point_estimate\"")?,
-            lower: number("\"lower_bound\"")?,
-            upper: number("\"upper_bound\"")?,
-        })
-    }
-
-    fn show(estimate: &Option<Self>) -> String {
-        match estimate {
-            Some(e) => format!("{:.2} ns ({:.2}–{:.2})", e.median, e.lower, e.upper),
-            None => "-".into(),
-        }
-    }
-}
-
-/// Where criterion writes its estimates, found as criterion finds it.
-fn criterion_home() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return home.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("criterion")
 }

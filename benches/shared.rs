@@ -26,18 +26,22 @@
 //! criterion's report, a table gives the medians side by side and their
 //! ratio.
 
+#[path = "common/estimates.rs"]
+mod estimates;
+#[path = "common/noop.rs"]
+mod noop;
+
 use std::{
-    convert::Infallible,
     fmt,
-    future::ready,
     hint::black_box,
-    path::PathBuf,
     time::{Duration, SystemTime},
 };
 
 use criterion::{criterion_group, BenchmarkId, Criterion};
+use estimates::Estimate;
+use noop::make;
 use tokio::time::Instant;
-use tower::{service_fn, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 /// The concurrent callers of each measurement.
 const CALLERS: [u64; 2] = [1, 64];
@@ -81,13 +85,9 @@ fn shared(c: &mut Criterion) {
     let _guard = rt.enter();
 
     // The connection answers every request at once with the request; the
-    // make future is `std::future::Ready`, `Unpin` as tower's `Reconnect`
-    // requires.
-    let connection = || service_fn(|x: u64| ready(Ok::<_, Infallible>(x)));
-    let make = service_fn(move |(): ()| ready(Ok::<_, Infallible>(connection())));
-
-    let buffer = tower::buffer::Buffer::new(tower::reconnect::Reconnect::new(make, ()), 1024);
-    let redial = redial::Reconnect::new(make, ()).spawn(1024);
+    // make service hands it out.
+    let buffer = tower::buffer::Buffer::new(tower::reconnect::Reconnect::new(make(), ()), 1024);
+    let redial = redial::Reconnect::new(make(), ()).spawn(1024);
     let watch = redial.watch();
 
     // Connect both before measuring, and check that they did.
@@ -145,17 +145,15 @@ fn instructions(spec: &str) {
         .build()
         .expect("tokio runtime");
     let _guard = rt.enter();
-    let connection = || service_fn(|x: u64| ready(Ok::<_, Infallible>(x)));
-    let make = service_fn(move |(): ()| ready(Ok::<_, Infallible>(connection())));
     rt.block_on(async {
         match which {
             "buffer" => {
                 let svc =
-                    tower::buffer::Buffer::new(tower::reconnect::Reconnect::new(make, ()), 1024);
+                    tower::buffer::Buffer::new(tower::reconnect::Reconnect::new(make(), ()), 1024);
                 batch(&svc, 1, n).await
             }
             "redial" => {
-                let svc = redial::Reconnect::new(make, ()).spawn(1024);
+                let svc = redial::Reconnect::new(make(), ()).spawn(1024);
                 batch(&svc, 1, n).await
             }
             other => panic!("unknown handle {other:?}"),
@@ -191,56 +189,8 @@ fn table(started: SystemTime) {
         };
         println!(
             "{callers:>8}  {:>30}  {:>30}  {ratio:>15}",
-            Estimate::show(buffer),
-            Estimate::show(redial),
+            Estimate::show(buffer, 1),
+            Estimate::show(redial, 1),
         );
     }
-}
-
-/// A median in nanoseconds, with its confidence interval.
-struct Estimate {
-    median: f64,
-    lower: f64,
-    upper: f64,
-}
-
-impl Estimate {
-    /// The median criterion wrote for `id` during this run, if any.
-    fn read(id: &str, started: SystemTime) -> Option<Self> {
-        let path = criterion_home().join(id).join("new/estimates.json");
-        if std::fs::metadata(&path).ok()?.modified().ok()? < started {
-            return None;
-        }
-        let json = std::fs::read_to_string(path).ok()?;
-        // `"median":{"confidence_interval":{…,"lower_bound":…,"upper_bound":…},"point_estimate":…}`
-        let median = &json[json.find("\"median\"")?..];
-        let number = |key: &str| -> Option<f64> {
-            let rest = &median[median.find(key)? + key.len()..];
-            let rest = rest.trim_start_matches([' ', ':']);
-            rest[..rest.find([',', '}'])?].trim().parse().ok()
-        };
-        Some(Self {
-            median: number("\"point_estimate\"")?,
-            lower: number("\"lower_bound\"")?,
-            upper: number("\"upper_bound\"")?,
-        })
-    }
-
-    fn show(estimate: &Option<Self>) -> String {
-        match estimate {
-            Some(e) => format!("{:.1} ns ({:.1}–{:.1})", e.median, e.lower, e.upper),
-            None => "-".into(),
-        }
-    }
-}
-
-/// Where criterion writes its estimates, found as criterion finds it.
-fn criterion_home() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return home.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("criterion")
 }

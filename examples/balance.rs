@@ -52,17 +52,16 @@
 
 #[path = "common/line.rs"]
 mod line;
+#[allow(dead_code)] // the balancer's requests are counted by the servers
+#[path = "common/report.rs"]
+mod report;
 
-use std::{error::Error, future::Future, io, net::SocketAddr, pin::Pin, time::Duration};
+use std::{future::Future, io, net::SocketAddr, pin::Pin, time::Duration};
 
 use line::{LineConn, LineServer};
 use redial::{Backoff, ConnectionState, ConnectionWatch, Phase, ReconnectLayer};
-use tokio::{
-    net::TcpStream,
-    sync::watch,
-    task::JoinHandle,
-    time::{interval, Instant, MissedTickBehavior},
-};
+use report::{chain, connects, every, Clock};
+use tokio::{net::TcpStream, sync::watch, task::JoinHandle, time::Instant};
 use tower::{
     balance::p2c::Balance,
     buffer::Buffer,
@@ -70,7 +69,6 @@ use tower::{
     load::{CompleteOnResponse, PendingRequests},
     BoxError, Service, ServiceBuilder, ServiceExt,
 };
-use tracing_subscriber::EnvFilter;
 
 /// The phases of the story, in order, and how long each lasts.
 const PHASES: [(&str, Duration); 3] = [
@@ -81,9 +79,7 @@ const PHASES: [(&str, Duration); 3] = [
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("off"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
-    let clock = Clock(Instant::now());
+    let clock = report::start();
 
     let mut servers = Vec::new();
     for n in 1..=3 {
@@ -187,8 +183,7 @@ where
     S::Future: Send,
 {
     let deadline = Instant::now() + duration;
-    let mut ticks = interval(Duration::from_millis(10));
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut ticks = every(Duration::from_millis(10));
     let mut requests: Vec<JoinHandle<Result<String, BoxError>>> = Vec::new();
     while Instant::now() < deadline {
         ticks.tick().await;
@@ -227,11 +222,7 @@ fn describe(state: &ConnectionState) -> String {
         let retry_in = at.saturating_duration_since(Instant::now());
         line += &format!(", next attempt in {retry_in:.0?}");
     }
-    line += &format!(
-        "; {} connects, {} disconnects)",
-        state.connects(),
-        state.disconnects()
-    );
+    line += &format!("; {})", connects(state));
     line
 }
 
@@ -248,25 +239,4 @@ fn seen(server: &LineServer, phase: &str) -> usize {
         .iter()
         .filter(|line| line.starts_with(&prefix))
         .count()
-}
-
-/// An error and its causes, as `outer: inner: root`.
-fn chain(err: &(dyn Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut next = err.source();
-    while let Some(cause) = next {
-        text += &format!(": {cause}");
-        next = cause.source();
-    }
-    text
-}
-
-/// Prints lines stamped with the time since the example started.
-#[derive(Clone, Copy)]
-struct Clock(Instant);
-
-impl Clock {
-    fn say(self, line: impl std::fmt::Display) {
-        println!("[{:>5.2}s] {line}", self.0.elapsed().as_secs_f64());
-    }
 }

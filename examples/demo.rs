@@ -23,9 +23,11 @@
 #[allow(dead_code)] // the demo does not read the lines the server saw
 #[path = "common/line.rs"]
 mod line;
+#[allow(dead_code)] // the demo's requests do not time out
+#[path = "common/report.rs"]
+mod report;
 
 use std::{
-    error::Error,
     net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -35,21 +37,16 @@ use std::{
 };
 
 use line::{LineConn, LineServer};
-use redial::{error::Unavailable, Backoff, ConnectionState, ReconnectLayer};
-use tokio::{
-    net::TcpStream,
-    sync::watch,
-    time::{interval, Instant, MissedTickBehavior},
-};
+use redial::{error::Unavailable, Backoff, ReconnectLayer};
+use report::{chain, connects, print_changes, Clock, Outcome, Tally, Ticks};
+use tokio::{net::TcpStream, time::Instant};
 use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("off"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
-    let start = Instant::now();
-    let clock = Clock(start);
+    let clock = report::start();
+    // A moment of the story, in seconds since the start.
+    let at = |secs| clock.0 + Duration::from_secs(secs);
 
     let mut server = LineServer::start(([127, 0, 0, 1], 0).into())?;
     clock.say(format!("server listening on {}", server.addr()));
@@ -74,55 +71,28 @@ async fn main() -> Result<(), BoxError> {
         )
         .service(make);
     let watch = client.watch();
-    let printer = tokio::spawn(print_changes(watch.subscribe(), clock));
+    // The next attempt's time shows the backoff growing.
+    let printer = tokio::spawn(print_changes("watch", watch.clone(), clock, true));
 
     let mut tally = Tally::default();
-    send_until(
-        &mut client,
-        start + Duration::from_secs(3),
-        clock,
-        &mut tally,
-    )
-    .await;
+    send_until(&mut client, at(3), clock, &mut tally).await;
     server.stop().await;
     clock.say("--- server stopped ---");
-    send_until(
-        &mut client,
-        start + Duration::from_secs(8),
-        clock,
-        &mut tally,
-    )
-    .await;
+    send_until(&mut client, at(8), clock, &mut tally).await;
     server.restart()?;
     clock.say(format!("--- server restarted on {} ---", server.addr()));
-    send_until(
-        &mut client,
-        start + Duration::from_secs(11),
-        clock,
-        &mut tally,
-    )
-    .await;
+    send_until(&mut client, at(11), clock, &mut tally).await;
 
     let state = watch.state();
     drop(client); // the watch shows `closed`, and the printer ends
     printer.await?;
     println!(
-        "summary: {} requests ok, {} failed fast, {} other errors, {} connect attempts, {} connects, {} disconnects",
-        tally.ok,
-        tally.failed_fast,
-        tally.other,
+        "summary: {}, {} connect attempts, {}",
+        tally.counts("requests ok"),
         attempts.load(Ordering::Relaxed),
-        state.connects(),
-        state.disconnects(),
+        connects(&state),
     );
     Ok(())
-}
-
-#[derive(Default)]
-struct Tally {
-    ok: usize,
-    failed_fast: usize,
-    other: usize,
 }
 
 /// Sends a request every 250 ms until `deadline`, printing each result.
@@ -130,77 +100,27 @@ async fn send_until<S>(client: &mut S, deadline: Instant, clock: Clock, tally: &
 where
     S: Service<String, Response = String, Error = BoxError>,
 {
-    let mut ticks = interval(Duration::from_millis(250));
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        if Instant::now() >= deadline {
-            return;
-        }
+    let mut ticks = Ticks::until(deadline, Duration::from_millis(250));
+    while ticks.next().await.is_some() {
         let line = format!("ping {}", tally.ok + tally.failed_fast + tally.other + 1);
         let result = match client.ready().await {
             Ok(client) => client.call(line.clone()).await,
             Err(err) => Err(err),
         };
-        match result {
-            Ok(reply) => {
-                tally.ok += 1;
-                clock.say(format!("{line}: ok, {reply:?}"));
-            }
+        let (outcome, what) = match result {
+            Ok(reply) => (Outcome::Ok, format!("ok, {reply:?}")),
             Err(err) => match err.downcast_ref::<Unavailable>() {
-                Some(unavailable) => {
-                    tally.failed_fast += 1;
-                    let attempt = unavailable.attempt();
-                    let why = chain(&*err);
-                    clock.say(format!(
-                        "{line}: failed fast (Unavailable, attempt {attempt}): {why}"
-                    ));
-                }
-                None => {
-                    tally.other += 1;
-                    clock.say(format!("{line}: other error: {}", chain(&*err)));
-                }
+                Some(unavailable) => (
+                    Outcome::FailedFast,
+                    format!(
+                        "failed fast (Unavailable, attempt {}): {}",
+                        unavailable.attempt(),
+                        chain(&*err)
+                    ),
+                ),
+                None => (Outcome::Other, format!("other error: {}", chain(&*err))),
             },
-        }
-    }
-}
-
-/// Prints every change the watch reports, until the client is dropped.
-async fn print_changes(mut states: watch::Receiver<ConnectionState>, clock: Clock) {
-    loop {
-        let state = states.borrow_and_update().clone();
-        let mut line = format!("watch: {} (attempt {})", state.phase(), state.attempt());
-        if let Some(at) = state.retry_at() {
-            let retry_in = at.saturating_duration_since(Instant::now());
-            line += &format!(", next attempt in {retry_in:.0?}");
-        }
-        if let Some(err) = state.last_error() {
-            line += &format!(", last error: {}", chain(err));
-        }
-        clock.say(line);
-        if states.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// An error and its causes, as `outer: inner: root`.
-fn chain(err: &(dyn Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut next = err.source();
-    while let Some(cause) = next {
-        text += &format!(": {cause}");
-        next = cause.source();
-    }
-    text
-}
-
-/// Prints lines stamped with the time since the demo started.
-#[derive(Clone, Copy)]
-struct Clock(Instant);
-
-impl Clock {
-    fn say(self, line: impl std::fmt::Display) {
-        println!("[{:>5.2}s] {line}", self.0.elapsed().as_secs_f64());
+        };
+        tally.record(clock, outcome, format!("{line}: {what}"));
     }
 }

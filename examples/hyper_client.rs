@@ -23,10 +23,13 @@
 //!
 //! Add `RUST_LOG=redial=debug` to see the crate's own log next to it.
 
+#[path = "common/report.rs"]
+mod report;
+#[path = "common/server.rs"]
+mod server;
+
 use std::{
     convert::Infallible,
-    error::Error,
-    net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -47,27 +50,23 @@ use hyper_util::{
 use redial::{
     error::Unavailable,
     http::{Http1Connector, Http2Connector},
-    Backoff, ConnectionWatch, ReconnectLayer,
+    Backoff, ReconnectLayer,
 };
-use tokio::{
-    net::{TcpListener, TcpSocket},
-    sync::oneshot,
-    task::{JoinHandle, JoinSet},
-    time::{interval, sleep_until, timeout, Instant, MissedTickBehavior},
-};
+use report::{chain, connects, print_changes, timed, Clock, Outcome, Tally, Ticks};
+use server::Server;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinSet, time::Instant};
 use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
-use tracing_subscriber::EnvFilter;
 
 type Body = Full<Bytes>;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("off"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
-    let clock = Clock(Instant::now());
+    let clock = report::start();
     let end = clock.0 + Duration::from_secs(6);
 
-    let mut server = Server::start(([127, 0, 0, 1], 0).into())?;
+    let mut server = Server::start(([127, 0, 0, 1], 0).into(), |listener, stop, answered| {
+        tokio::spawn(serve(listener, stop, answered))
+    })?;
     let uri: Uri = format!("http://{}", server.addr).parse()?;
     clock.say(format!("server listening on {uri}"));
 
@@ -81,7 +80,14 @@ async fn main() -> Result<(), BoxError> {
     let watches = [("http1", http1.watch()), ("http2", http2.watch())];
     let printers: Vec<_> = watches
         .iter()
-        .map(|(name, watch)| tokio::spawn(print_changes(name, watch.clone(), clock)))
+        .map(|(name, watch)| {
+            tokio::spawn(print_changes(
+                format!("{name} watch"),
+                watch.clone(),
+                clock,
+                false,
+            ))
+        })
         .collect();
     let clients = [
         tokio::spawn(send_until(
@@ -98,12 +104,9 @@ async fn main() -> Result<(), BoxError> {
         )),
     ];
 
-    sleep_until(clock.0 + Duration::from_secs(2)).await;
-    server.stop().await;
-    clock.say("--- server stopped ---");
-    sleep_until(clock.0 + Duration::from_secs(4)).await;
-    server.restart()?;
-    clock.say(format!("--- server restarted on {} ---", server.addr));
+    server
+        .outage(clock, Duration::from_secs(2), Duration::from_secs(4))
+        .await?;
 
     let mut tallies = Vec::new();
     for client in clients {
@@ -114,28 +117,14 @@ async fn main() -> Result<(), BoxError> {
         printer.await?;
     }
     for ((name, watch), tally) in watches.iter().zip(tallies) {
-        let state = watch.state();
         println!(
-            "{name}: {} ok, {} failed fast, {} other errors; {} connects, {} disconnects (the last when the client was dropped)",
-            tally.ok,
-            tally.failed_fast,
-            tally.other,
-            state.connects(),
-            state.disconnects(),
+            "{name}: {}; {} (the last when the client was dropped)",
+            tally.counts("ok"),
+            connects(&watch.state()),
         );
     }
-    println!(
-        "server: {} requests answered",
-        server.answered.load(Ordering::Relaxed)
-    );
+    println!("server: {} requests answered", server.answered());
     Ok(())
-}
-
-#[derive(Default)]
-struct Tally {
-    ok: usize,
-    failed_fast: usize,
-    other: usize,
 }
 
 /// Sends `GET /<name>/<n>` every 250 ms until `end`, printing each result.
@@ -144,36 +133,21 @@ where
     S: Service<Request<Body>, Response = Response<Incoming>, Error = BoxError>,
 {
     let mut tally = Tally::default();
-    let mut ticks = interval(Duration::from_millis(250));
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    for n in 1.. {
-        ticks.tick().await;
-        if Instant::now() >= end {
-            break;
-        }
+    let mut ticks = Ticks::until(end, Duration::from_millis(250));
+    while let Some(n) = ticks.next().await {
         let path = format!("/{name}/{n}");
-        let sent = Instant::now();
         // A wait-for-ready request waits out the outage; bound it anyway.
-        let result = timeout(Duration::from_secs(5), get(&mut client, &path)).await;
-        let took = sent.elapsed();
-        match result {
-            Ok(Ok(body)) => {
-                tally.ok += 1;
-                clock.say(format!("{name} GET {path}: {body:?} ({took:.0?})"));
-            }
-            Ok(Err(err)) if err.is::<Unavailable>() => {
-                tally.failed_fast += 1;
-                clock.say(format!("{name} GET {path}: failed fast: {}", chain(&*err)));
-            }
-            Ok(Err(err)) => {
-                tally.other += 1;
-                clock.say(format!("{name} GET {path}: error: {}", chain(&*err)));
-            }
-            Err(_) => {
-                tally.other += 1;
-                clock.say(format!("{name} GET {path}: no answer in 5 s"));
-            }
-        }
+        let (result, took) = timed(get(&mut client, &path)).await;
+        let (outcome, line) = match result {
+            Some(Ok(body)) => (Outcome::Ok, format!("{body:?} ({took:.0?})")),
+            Some(Err(err)) if err.is::<Unavailable>() => (
+                Outcome::FailedFast,
+                format!("failed fast: {}", chain(&*err)),
+            ),
+            Some(Err(err)) => (Outcome::Other, format!("error: {}", chain(&*err))),
+            None => (Outcome::Other, "no answer in 5 s".into()),
+        };
+        tally.record(clock, outcome, format!("{name} GET {path}: {line}"));
     }
     tally
 }
@@ -189,92 +163,10 @@ where
     Ok(format!("{} ({version:?})", String::from_utf8_lossy(&body)))
 }
 
-/// Prints every change the watch reports, until the client is dropped.
-async fn print_changes(name: &str, watch: ConnectionWatch, clock: Clock) {
-    let mut states = watch.subscribe();
-    loop {
-        let state = states.borrow_and_update().clone();
-        let mut line = format!(
-            "{name} watch: {} (attempt {})",
-            state.phase(),
-            state.attempt()
-        );
-        if let Some(err) = state.last_error() {
-            line += &format!(", last error: {}", chain(err));
-        }
-        clock.say(line);
-        if states.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// An error and its causes, as `outer: inner: root`.
-fn chain(err: &(dyn Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut next = err.source();
-    while let Some(cause) = next {
-        text += &format!(": {cause}");
-        next = cause.source();
-    }
-    text
-}
-
-/// Prints lines stamped with the time since the example started.
-#[derive(Clone, Copy)]
-struct Clock(Instant);
-
-impl Clock {
-    fn say(self, line: impl std::fmt::Display) {
-        println!("[{:>5.2}s] {line}", self.0.elapsed().as_secs_f64());
-    }
-}
-
 // ===== the server =====
 
-/// Answers `hello from <path>` over HTTP/1 or HTTP/2 (prior knowledge). It
-/// can stop, closing the listener and every connection, and start again on
-/// the same address.
-struct Server {
-    addr: SocketAddr,
-    answered: Arc<AtomicUsize>,
-    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
-}
-
-impl Server {
-    fn start(addr: SocketAddr) -> std::io::Result<Self> {
-        let mut server = Self {
-            addr,
-            answered: Arc::default(),
-            running: None,
-        };
-        server.restart()?;
-        Ok(server)
-    }
-
-    /// Listens on the same address again; SO_REUSEADDR lets the port be
-    /// bound at once although the closed connections sit in TIME_WAIT.
-    fn restart(&mut self) -> std::io::Result<()> {
-        let socket = TcpSocket::new_v4()?;
-        socket.set_reuseaddr(true)?;
-        socket.bind(self.addr)?;
-        let listener = socket.listen(64)?;
-        self.addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(serve(listener, stopped, self.answered.clone()));
-        self.running = Some((stop, task));
-        Ok(())
-    }
-
-    /// Stops accepting and closes every connection.
-    async fn stop(&mut self) {
-        if let Some((stop, task)) = self.running.take() {
-            drop(stop);
-            let _ = task.await;
-        }
-    }
-}
-
+/// Answers `hello from <path>` over HTTP/1 or HTTP/2 (prior knowledge) until
+/// `stop`, then closes the listener and every connection.
 async fn serve(listener: TcpListener, mut stop: oneshot::Receiver<()>, answered: Arc<AtomicUsize>) {
     let mut conns = JoinSet::new();
     loop {
