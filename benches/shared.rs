@@ -112,8 +112,75 @@ fn shared(c: &mut Criterion) {
     }
     group.finish();
 
+    interleaved(&rt, &buffer, &redial);
+
     // Measuring went through the connection made above: no reconnect.
     assert_eq!(watch.state().connects(), 1);
+}
+
+/// Requests per handle per round of the interleaved pass.
+const ROUND: u64 = 2_000;
+
+/// The interleaved pass: round after round, a batch through each handle in
+/// turn (which goes first alternates), so that whatever the machine and the
+/// scheduler do (on two workers a caller and the worker task may share a
+/// thread for a whole run or never, which moves either handle's time by
+/// 1.5× from one run to the next) falls on both alike. Reports the medians
+/// and the median of the per-round ratio, which is what to quote.
+fn interleaved<B, R>(rt: &tokio::runtime::Runtime, buffer: &B, redial: &R)
+where
+    B: Service<u64, Response = u64> + Clone + Send + 'static,
+    B::Future: Send,
+    B::Error: fmt::Debug,
+    R: Service<u64, Response = u64> + Clone + Send + 'static,
+    R::Future: Send,
+    R::Error: fmt::Debug,
+{
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and
+    // then one round checks that the pass runs.
+    let rounds = if std::env::args().any(|arg| arg == "--bench") {
+        200
+    } else {
+        1
+    };
+    println!(
+        "\nshared, interleaved: {rounds} rounds of {ROUND} requests per handle, ns per request"
+    );
+    println!(
+        "{:>8}  {:>12}  {:>12}  {:>22}  {:>14}",
+        "callers", "Buffer p50", "Shared p50", "Shared / Buffer p50", "Shared faster"
+    );
+    for callers in CALLERS {
+        let (mut b, mut r, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let (tb, tr) = rt.block_on(async {
+                if round % 2 == 0 {
+                    let tb = batch(buffer, callers, ROUND).await;
+                    (tb, batch(redial, callers, ROUND).await)
+                } else {
+                    let tr = batch(redial, callers, ROUND).await;
+                    (batch(buffer, callers, ROUND).await, tr)
+                }
+            });
+            let per = |t: Duration| t.as_nanos() as f64 / ROUND as f64;
+            b.push(per(tb));
+            r.push(per(tr));
+            ratio.push(per(tr) / per(tb));
+        }
+        let faster = ratio.iter().filter(|&&x| x < 1.0).count();
+        println!(
+            "{callers:>8}  {:>12.1}  {:>12.1}  {:>21.2}×  {:>8} of {rounds}",
+            median(&mut b),
+            median(&mut r),
+            median(&mut ratio),
+            faster,
+        );
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 criterion_group!(benches, shared);
@@ -130,16 +197,22 @@ fn main() {
 
 // ===== instruction counts =====
 
-/// `REDIAL_INSTRUCTIONS=<buffer|redial>:<requests>`: sends that many
-/// requests through one handle from one caller on a current-thread runtime,
+/// `REDIAL_INSTRUCTIONS=<buffer|redial>:<requests>[:<callers>]`: sends that
+/// many requests through one handle from one caller (or that many) on a
+/// current-thread runtime,
 /// and exits, for `valgrind --tool=callgrind`. Two runs with different
 /// counts give the instructions per request (their difference over the
 /// difference in requests), repeatable whatever else the machine does.
 fn instructions(spec: &str) {
-    let (which, n) = spec
-        .split_once(':')
-        .expect("REDIAL_INSTRUCTIONS=<buffer|redial>:<n>");
-    let n: u64 = n.parse().expect("a request count");
+    let mut parts = spec.split(':');
+    let which = parts.next().unwrap_or_default();
+    let n: u64 = parts
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("REDIAL_INSTRUCTIONS=<buffer|redial>:<requests>[:<callers>]");
+    let callers: u64 = parts
+        .next()
+        .map_or(1, |c| c.parse().expect("a caller count"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -150,11 +223,11 @@ fn instructions(spec: &str) {
             "buffer" => {
                 let svc =
                     tower::buffer::Buffer::new(tower::reconnect::Reconnect::new(make(), ()), 1024);
-                batch(&svc, 1, n).await
+                batch(&svc, callers, n).await
             }
             "redial" => {
                 let svc = redial::Reconnect::new(make(), ()).spawn(1024);
-                batch(&svc, 1, n).await
+                batch(&svc, callers, n).await
             }
             other => panic!("unknown handle {other:?}"),
         }
