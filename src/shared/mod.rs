@@ -3,6 +3,7 @@
 
 pub(crate) mod future;
 mod message;
+mod queue;
 mod signal;
 mod worker;
 
@@ -17,16 +18,16 @@ mod sync {
 use std::{
     fmt,
     sync::Arc,
-    task::{ready, Context, Poll},
+    task::{Context, Poll},
 };
 
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::PollSender;
 use tower::{BoxError, Service};
 
 use self::{
     future::SharedFuture,
     message::Message,
+    queue::QueueTx,
     signal::{CLOSE, RESET_BACKOFF},
     worker::{Handle, Worker},
 };
@@ -110,22 +111,22 @@ use crate::{error::NotReady, ConnectionWatch, Reconnect};
 /// # }
 /// ```
 pub struct Shared<Req, F> {
-    tx: PollSender<Message<Req, F>>,
-    /// `poll_ready` reserved a slot that no `call` has used yet: without
-    /// one, `PollSender::send_item` panics.
-    reserved: bool,
-    closer: Arc<Closer>,
+    tx: QueueTx<Message<Req, F>>,
+    closer: Arc<Closer<Message<Req, F>>>,
     watch: ConnectionWatch,
 }
 
-/// What every clone of a [`Shared`] holds: when the last one goes, the
-/// worker is told to close.
-#[derive(Debug)]
-struct Closer(Arc<Handle>);
+/// What every clone of a [`Shared`] holds: the state shared with the
+/// worker, and a sender to clone for a new handle. When the last handle
+/// goes, the worker is told to close.
+struct Closer<M> {
+    handle: Arc<Handle>,
+    tx: mpsc::Sender<M>,
+}
 
-impl Drop for Closer {
+impl<M> Drop for Closer<M> {
     fn drop(&mut self) {
-        self.0.signal.send(CLOSE);
+        self.handle.signal.send(CLOSE);
     }
 }
 
@@ -192,9 +193,8 @@ where
         let worker = Worker::new(service, rx, eager, handle.clone());
         tokio::spawn(worker.run());
         Self {
-            tx: PollSender::new(tx),
-            reserved: false,
-            closer: Arc::new(Closer(handle)),
+            tx: QueueTx::new(tx.clone()),
+            closer: Arc::new(Closer { handle, tx }),
             watch,
         }
     }
@@ -202,7 +202,7 @@ where
 
 impl<Req, F> Shared<Req, F> {
     fn handle(&self) -> &Handle {
-        &self.closer.0
+        &self.closer.handle
     }
 
     /// A watch on the shared connection's state.
@@ -247,24 +247,24 @@ where
         if self.handle().is_closed() {
             return Poll::Ready(Err(self.handle().closed_error()));
         }
-        let reserved = ready!(self.tx.poll_reserve(cx)).map_err(|_| self.handle().closed_error());
-        self.reserved = reserved.is_ok();
-        Poll::Ready(reserved)
+        self.tx
+            .poll_reserve(cx)
+            .map_err(|_| self.handle().closed_error())
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        if !std::mem::take(&mut self.reserved) {
+        if !self.tx.is_reserved() {
             return SharedFuture::failed(Box::new(NotReady::new()));
         }
         if self.handle().is_closed() {
             // Reserved before the close: the worker may be gone, and a
             // message sent now would wait for an answer forever.
-            self.tx.abort_send();
+            self.tx.abort();
             return SharedFuture::failed(self.handle().closed_error());
         }
         let (tx, rx) = oneshot::channel();
         let span = tracing::Span::current();
-        match self.tx.send_item(Message { request, tx, span }) {
+        match self.tx.send(Message { request, tx, span }) {
             Ok(()) => SharedFuture::new(rx),
             Err(_) => SharedFuture::failed(self.handle().closed_error()),
         }
@@ -274,8 +274,7 @@ where
 impl<Req, F> Clone for Shared<Req, F> {
     fn clone(&self) -> Self {
         Self {
-            tx: self.tx.clone(),
-            reserved: false,
+            tx: QueueTx::new(self.closer.tx.clone()),
             closer: self.closer.clone(),
             watch: self.watch.clone(),
         }

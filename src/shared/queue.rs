@@ -1,0 +1,128 @@
+//! The handles' side of the worker's queue: tokio-util's `PollSender`, with
+//! a fast path in front of it.
+//!
+//! `PollSender::poll_reserve` builds a fresh acquire future in its reusable
+//! box on every call: some 350 instructions, an eighth of a request through
+//! the handle (tower's `Buffer` pays them too). While the queue has room,
+//! which is nearly always, `Sender::try_reserve_owned` takes a slot with no
+//! future at all. Only when the queue is full does a handle fall back to the
+//! `PollSender`, and wait there. No handle overtakes a waiting one: the
+//! channel's semaphore hands a freed slot to its waiters before
+//! `try_reserve_owned` can see it.
+
+use std::task::{ready, Context, Poll};
+
+use tokio::sync::mpsc::{self, error::TrySendError, OwnedPermit};
+use tokio_util::sync::PollSender;
+
+/// One handle's sender: a slot is reserved by `poll_reserve` and used by
+/// `send`, or given back by `abort`.
+pub(crate) struct QueueTx<T> {
+    /// The sender, while no fast-path slot is reserved (the permit holds it
+    /// then).
+    tx: Option<mpsc::Sender<T>>,
+    /// A slot taken on the fast path.
+    permit: Option<OwnedPermit<T>>,
+    /// The slow path, made the first time the queue was full (boxed: most
+    /// handles never need it).
+    slow: Option<Box<PollSender<T>>>,
+    /// A reservation is under way on the slow path, or made there.
+    waiting: bool,
+    /// The slow path's reservation is made: `send_item` may be called.
+    reserved_slow: bool,
+}
+
+/// The queue is closed: the worker is gone or closing.
+#[derive(Debug)]
+pub(crate) struct QueueClosed;
+
+impl<T> QueueTx<T> {
+    pub(crate) fn new(tx: mpsc::Sender<T>) -> Self {
+        Self {
+            tx: Some(tx),
+            permit: None,
+            slow: None,
+            waiting: false,
+            reserved_slow: false,
+        }
+    }
+
+    /// Whether a slot is reserved, so that `send` will send.
+    #[inline]
+    pub(crate) fn is_reserved(&self) -> bool {
+        self.permit.is_some() || self.reserved_slow
+    }
+}
+
+impl<T: Send + 'static> QueueTx<T> {
+    /// Reserves a slot, as `PollSender::poll_reserve`; `Ready(Ok)` again at
+    /// once while one is held.
+    #[inline]
+    pub(crate) fn poll_reserve(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), QueueClosed>> {
+        if self.is_reserved() {
+            return Poll::Ready(Ok(()));
+        }
+        if !self.waiting {
+            let Some(tx) = self.tx.take() else {
+                return Poll::Ready(Err(QueueClosed));
+            };
+            match tx.try_reserve_owned() {
+                Ok(permit) => {
+                    self.permit = Some(permit);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(TrySendError::Closed(tx)) => {
+                    self.tx = Some(tx);
+                    return Poll::Ready(Err(QueueClosed));
+                }
+                Err(TrySendError::Full(tx)) => {
+                    self.tx = Some(tx);
+                    self.waiting = true;
+                }
+            }
+        }
+        self.poll_slow(cx)
+    }
+
+    #[cold]
+    fn poll_slow(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), QueueClosed>> {
+        let slow = match (&mut self.slow, &self.tx) {
+            (Some(slow), _) => slow,
+            (slow @ None, Some(tx)) => slow.insert(Box::new(PollSender::new(tx.clone()))),
+            (None, None) => return Poll::Ready(Err(QueueClosed)),
+        };
+        let reserved = ready!(slow.poll_reserve(cx));
+        self.reserved_slow = reserved.is_ok();
+        self.waiting = self.reserved_slow;
+        Poll::Ready(reserved.map_err(|_| QueueClosed))
+    }
+
+    /// Sends `item` in the reserved slot. `Err` if no slot was reserved or
+    /// the queue closed since; the item is dropped.
+    #[inline]
+    pub(crate) fn send(&mut self, item: T) -> Result<(), QueueClosed> {
+        if let Some(permit) = self.permit.take() {
+            self.tx = Some(permit.send(item));
+            return Ok(());
+        }
+        match &mut self.slow {
+            Some(slow) if std::mem::take(&mut self.reserved_slow) => {
+                self.waiting = false;
+                slow.send_item(item).map_err(|_| QueueClosed)
+            }
+            _ => Err(QueueClosed),
+        }
+    }
+
+    /// Gives back a reserved slot, or stops waiting for one.
+    pub(crate) fn abort(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.tx = Some(permit.release());
+        } else if std::mem::take(&mut self.waiting) {
+            self.reserved_slow = false;
+            if let Some(slow) = &mut self.slow {
+                slow.abort_send();
+            }
+        }
+    }
+}
