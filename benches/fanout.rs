@@ -606,6 +606,15 @@ fn table(rt: &Runtime, quick: bool) {
 
     let n = 10_000;
     let idle = rt.block_on(fanout(Source::RedialFromIdle, n));
+    let polls = idle.polls as f64 / n as f64;
+    println!(
+        "redial, {n} waiters parked while Idle: {polls:.2} polls/N (2 needed): {}",
+        if polls > 2.0 {
+            "Idle → Connecting wakes connected() waiters for nothing"
+        } else {
+            "Idle → Connecting wakes no connected() waiter"
+        }
+    );
     println!(
         "redial, {n} waiters parked while Idle: {:.2} polls/N (2 needed): \
          Idle → Connecting wakes every connected() waiter for nothing",
