@@ -5,89 +5,32 @@
 //! other tests of this binary, running on their own threads, do not disturb
 //! the count.
 
+mod support;
+
 use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    cell::Cell,
-    convert::Infallible,
     fmt,
-    future::{ready, Future, Ready},
     hint::black_box,
-    pin::pin,
-    task::{Context, Poll, Waker},
+    task::{Context, Waker},
 };
 
 use redial::ReconnectLayer;
-use tower::{service_fn, util::ServiceFn, Layer, Service, ServiceExt};
-
-/// `System`, counting the allocations (and reallocations) of each thread
-/// apart, so that tests running in parallel do not count each other's.
-struct Counting;
-
-thread_local! {
-    // Const-initialised and without a destructor: using it allocates
-    // nothing, so it is safe inside the allocator.
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-fn counted() {
-    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-}
-
-// SAFETY: every call is passed unchanged to `System`; counting touches
-// only a const thread-local.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        counted();
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        counted();
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        counted();
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use support::{
+    alloc::{Counting, ThreadAllocations},
+    echo::{make_echo, request, runtime},
+};
+use tower::{Layer, Service, ServiceExt};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: Counting<ThreadAllocations> = Counting::new();
 
 /// How many allocations `f` makes on this thread.
 fn allocations(f: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.with(Cell::get);
+    let before = ThreadAllocations::count();
     f();
-    ALLOCATIONS.with(Cell::get) - before
+    ThreadAllocations::count() - before
 }
 
 const REQUESTS: u64 = 10_000;
-
-/// One request as the overhead bench makes it: `poll_ready`, `call`, and one
-/// poll of the response future, with a no-op waker and no executor.
-fn request<S>(svc: &mut S, cx: &mut Context<'_>, req: u64) -> u64
-where
-    S: Service<u64, Response = u64>,
-    S::Error: fmt::Debug,
-{
-    let Poll::Ready(Ok(())) = svc.poll_ready(cx) else {
-        panic!("service not ready on a healthy connection");
-    };
-    match pin!(svc.call(req)).poll(cx) {
-        Poll::Ready(Ok(res)) => res,
-        Poll::Ready(Err(err)) => panic!("request failed: {err:?}"),
-        Poll::Pending => panic!("response future of a no-op service is pending"),
-    }
-}
 
 /// Connects `svc` and makes a few requests, then counts the allocations of
 /// `REQUESTS` more.
@@ -105,25 +48,6 @@ where
             assert_eq!(request(&mut svc, &mut cx, black_box(n)), n);
         }
     })
-}
-
-/// A connection that answers every request at once with the request.
-type Conn = ServiceFn<fn(u64) -> Ready<Result<u64, Infallible>>>;
-
-/// A make service whose future is `std::future::Ready` (`Unpin`, as
-/// `tower::reconnect` requires), handing out a `Conn`.
-type Make = ServiceFn<fn(()) -> Ready<Result<Conn, Infallible>>>;
-
-fn make() -> Make {
-    service_fn(|()| ready(Ok(service_fn(|x| ready(Ok(x))))))
-}
-
-/// The connecting `Reconnect` arms a tokio timer, which needs a runtime.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("tokio runtime")
 }
 
 /// The counter sees allocations made on this thread, and only those.
@@ -150,7 +74,7 @@ fn counter_counts_this_thread() {
 fn reconnect_steady_path_allocates_nothing() {
     let rt = runtime();
     let _guard = rt.enter();
-    let svc = redial::Reconnect::new(make(), ());
+    let svc = redial::Reconnect::new(make_echo(), ());
     let watch = svc.watch();
     assert_eq!(steady_allocations(svc), 0);
     assert_eq!(watch.state().connects(), 1);
@@ -164,7 +88,7 @@ fn classifier_steady_path_allocates_nothing() {
     let _guard = rt.enter();
     let svc = ReconnectLayer::new(())
         .disconnect_on(|err| err.is::<std::io::Error>())
-        .layer(make());
+        .layer(make_echo());
     let watch = svc.watch();
     assert_eq!(steady_allocations(svc), 0);
     assert_eq!(watch.state().connects(), 1);
@@ -175,7 +99,7 @@ fn classifier_steady_path_allocates_nothing() {
 #[test]
 fn tower_reconnect_steady_path_allocates_nothing() {
     assert_eq!(
-        steady_allocations(tower::reconnect::Reconnect::new(make(), ())),
+        steady_allocations(tower::reconnect::Reconnect::new(make_echo(), ())),
         0
     );
 }
@@ -194,20 +118,20 @@ fn shared_allocates_no_more_than_buffer() {
         for n in 0..100 {
             assert_eq!(svc.ready().await.unwrap().call(n).await.unwrap(), n);
         }
-        let before = ALLOCATIONS.with(Cell::get);
+        let before = ThreadAllocations::count();
         for n in 0..REQUESTS {
             let res = svc.ready().await.unwrap().call(black_box(n)).await;
             assert_eq!(res.unwrap(), n);
         }
-        ALLOCATIONS.with(Cell::get) - before
+        ThreadAllocations::count() - before
     }
     let (buffer, shared) = rt.block_on(async {
         let buffer = count(tower::buffer::Buffer::new(
-            tower::reconnect::Reconnect::new(make(), ()),
+            tower::reconnect::Reconnect::new(make_echo(), ()),
             1024,
         ))
         .await;
-        let shared = count(redial::Reconnect::new(make(), ()).spawn(1024)).await;
+        let shared = count(redial::Reconnect::new(make_echo(), ()).spawn(1024)).await;
         (buffer, shared)
     });
     // Both send each request with a `tokio::sync::oneshot` for its response

@@ -16,7 +16,6 @@ mod line;
 mod support;
 
 use std::{
-    error::Error,
     future::Future,
     io,
     net::SocketAddr,
@@ -27,11 +26,11 @@ use std::{
 
 use line::{LineConn, LineServer};
 use redial::{error::Unavailable, Backoff, ConnectionWatch, Phase, Reconnect, ReconnectLayer};
-use tokio::{
-    net::{TcpSocket, TcpStream},
-    task::JoinHandle,
-    time::timeout,
+use support::{
+    errors::find,
+    net::{guard, refusing_port},
 };
+use tokio::{net::TcpStream, task::JoinHandle};
 use tower::{
     balance::p2c::Balance,
     buffer::Buffer,
@@ -46,8 +45,6 @@ use tower::{
 const N: usize = 60;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const RETRY: Duration = Duration::from_millis(100);
-/// Only a hang guard: nothing here should take more than a fraction of it.
-const HANG: Duration = Duration::from_secs(10);
 
 /// Traffic leaves an endpoint whose server stops, with no request failing
 /// once the client knows, and returns to it after the server restarts on the
@@ -240,40 +237,11 @@ fn spawn_call(client: &Client, line: &str) -> JoinHandle<Result<String, BoxError
     tokio::spawn(async move { client.ready().await?.call(line).await })
 }
 
-/// Fails the test instead of hanging.
-async fn guard<F: Future>(fut: F) -> F::Output {
-    timeout(HANG, fut)
-        .await
-        .expect("timed out: the client hung")
-}
-
-/// The first error of type `E` in the chain, which a `Buffer` may wrap.
-fn find<'a, E: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'a E> {
-    let mut next = Some(err);
-    while let Some(err) = next {
-        if let Some(found) = err.downcast_ref::<E>() {
-            return Some(found);
-        }
-        next = err.source();
-    }
-    None
-}
-
 // ===== the servers =====
 
 /// A [`LineServer`] on a free port of 127.0.0.1.
 fn start_server() -> LineServer {
     LineServer::start(([127, 0, 0, 1], 0).into()).unwrap()
-}
-
-/// A port on 127.0.0.1 where nothing listens. The socket is bound but never
-/// listens, so dials are refused and no other test can take the port; keep
-/// it alive for the test.
-fn refusing_port() -> (TcpSocket, SocketAddr) {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
-    let addr = socket.local_addr().unwrap();
-    (socket, addr)
 }
 
 /// How many requests each server has seen so far, by its own record.

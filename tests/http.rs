@@ -11,8 +11,7 @@ mod support;
 use std::{
     collections::HashSet,
     convert::Infallible,
-    error::Error,
-    future::{poll_fn, Future},
+    future::poll_fn,
     io,
     net::SocketAddr,
     sync::{
@@ -27,20 +26,24 @@ use http::{header::HOST, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::{
     body::{Bytes, Incoming},
-    server::conn::{http1, http2},
     service::service_fn,
 };
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use redial::{
     error::{ConnectFailed, Unavailable},
     http::{ConnectionClosed, Http1Connector, Http2Connector},
     Backoff, ConnectionWatch, Phase, Reconnect, ReconnectLayer, Shared,
 };
+use support::{
+    errors::find,
+    net::{guard, refusing_port},
+    server::{listen, serve_connection, Open, Proto, Running},
+};
 use tokio::{
-    net::{TcpListener, TcpSocket, TcpStream},
+    net::TcpStream,
     sync::{oneshot, watch},
-    task::{JoinHandle, JoinSet},
-    time::{timeout, Instant},
+    task::JoinHandle,
+    time::Instant,
 };
 use tower::{BoxError, Layer, Service, ServiceExt};
 
@@ -48,8 +51,6 @@ type Body = Full<Bytes>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const RETRY: Duration = Duration::from_millis(50);
-/// Only a hang guard: nothing here should take more than a fraction of it.
-const HANG: Duration = Duration::from_secs(10);
 
 // ===== a reconnecting client through a restart =====
 
@@ -247,23 +248,11 @@ impl Phases {
 #[tokio::test]
 async fn http1_server_stop_wakes_a_task_parked_on_readiness() {
     support::trace_init();
-    let mut server = Server::start(Proto::Http1);
-    let mut conn = guard(Http1Connector::<Body>::new().oneshot(server.uri()))
+    let server = Server::start(Proto::Http1);
+    let conn = guard(Http1Connector::<Body>::new().oneshot(server.uri()))
         .await
         .unwrap();
-    assert_eq!(guard(get(&mut conn, "/one")).await.unwrap(), "hello /one");
-
-    let parked = Parked::start(conn);
-    let idle_polls = parked.idle().await;
-    assert!(idle_polls <= 2, "polled {idle_polls} times while idle");
-    let stopped_at = Instant::now();
-    server.stop().await;
-
-    let (err, polls) = guard(parked.task).await.unwrap();
-    assert!(stopped_at.elapsed() < Duration::from_secs(1));
-    assert!(err.is::<ConnectionClosed>(), "{err:?}");
-    assert_eq!(polls, idle_polls + 1, "one wake-up for the close");
-    assert_eq!(server.requests(), 1);
+    server_stop_wakes_parked(server, conn).await;
 }
 
 /// An HTTP/1 server that closes the connection after one response: the
@@ -292,10 +281,20 @@ async fn http1_server_closing_after_a_response_wakes_a_task_parked_on_readiness(
 #[tokio::test]
 async fn http2_server_stop_wakes_a_task_parked_on_readiness() {
     support::trace_init();
-    let mut server = Server::start(Proto::Http2);
-    let mut conn = guard(Http2Connector::<Body>::new().oneshot(server.uri()))
+    let server = Server::start(Proto::Http2);
+    let conn = guard(Http2Connector::<Body>::new().oneshot(server.uri()))
         .await
         .unwrap();
+    server_stop_wakes_parked(server, conn).await;
+}
+
+/// After one request on `conn`, parks a task on its readiness, stops the
+/// server, and checks that the close wakes the task once, at once, with
+/// `ConnectionClosed`.
+async fn server_stop_wakes_parked<S>(mut server: Server, mut conn: S)
+where
+    S: Service<Request<Body>, Response = Response<Incoming>, Error = BoxError> + Send + 'static,
+{
     assert_eq!(guard(get(&mut conn, "/one")).await.unwrap(), "hello /one");
 
     let parked = Parked::start(conn);
@@ -532,11 +531,8 @@ async fn bad_targets_fail_to_connect_with_a_clear_error() {
 /// A refused dial is a connect error carrying the `io::Error`.
 #[tokio::test]
 async fn refused_dial_carries_the_io_error() {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
-    let uri: Uri = format!("http://{}", socket.local_addr().unwrap())
-        .parse()
-        .unwrap();
+    let (_socket, addr) = refusing_port();
+    let uri: Uri = format!("http://{addr}").parse().unwrap();
     for err in [
         Http1Connector::<Body>::new()
             .oneshot(uri.clone())
@@ -593,13 +589,6 @@ fn layer(server: &Server) -> ReconnectLayer<Uri> {
         .backoff(Backoff::constant(RETRY))
 }
 
-/// Fails the test instead of hanging.
-async fn guard<F: Future>(fut: F) -> F::Output {
-    timeout(HANG, fut)
-        .await
-        .expect("timed out: the client hung")
-}
-
 /// A GET: readiness, the call, the whole body.
 async fn get<S>(svc: &mut S, uri: &str) -> Result<String, BoxError>
 where
@@ -618,25 +607,7 @@ where
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// The first error of type `E` in the chain, which a `Buffer` may wrap.
-fn find<'a, E: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'a E> {
-    let mut next = Some(err);
-    while let Some(err) = next {
-        if let Some(found) = err.downcast_ref::<E>() {
-            return Some(found);
-        }
-        next = err.source();
-    }
-    None
-}
-
 // ===== Server: hello world over HTTP/1 or HTTP/2 =====
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Proto {
-    Http1,
-    Http2,
-}
 
 /// Answers `hello <path>` and records each request (its URI and `Host`
 /// header). It can stop (closing the listener and every connection) and
@@ -646,7 +617,7 @@ struct Server {
     keep_alive: bool,
     addr: SocketAddr,
     log: Arc<Log>,
-    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    running: Option<Running>,
 }
 
 #[derive(Default)]
@@ -682,28 +653,19 @@ impl Server {
     /// Listens on the same address again. SO_REUSEADDR lets the port be
     /// bound at once although the closed connections sit in TIME_WAIT.
     fn restart(&mut self) {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.set_reuseaddr(true).unwrap();
-        socket.bind(self.addr).unwrap();
-        let listener = socket.listen(64).unwrap();
+        let listener = listen(self.addr, 64);
         self.addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(serve(
-            listener,
-            stopped,
-            self.proto,
-            self.keep_alive,
-            self.log.clone(),
-        ));
-        self.running = Some((stop, task));
+        let (proto, keep_alive, log) = (self.proto, self.keep_alive, self.log.clone());
+        self.running = Some(Running::accept(listener, move |stream, _| {
+            Some(connection(stream, proto, keep_alive, log.clone()))
+        }));
     }
 
     /// Stops accepting and closes every connection; returns once they are
     /// all closed.
     async fn stop(&mut self) {
-        if let Some((stop, task)) = self.running.take() {
-            drop(stop);
-            guard(task).await.unwrap();
+        if let Some(running) = self.running.take() {
+            guard(running.stop()).await;
         }
     }
 
@@ -735,32 +697,8 @@ impl Server {
     }
 }
 
-async fn serve(
-    listener: TcpListener,
-    mut stop: oneshot::Receiver<()>,
-    proto: Proto,
-    keep_alive: bool,
-    log: Arc<Log>,
-) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    conns.spawn(connection(stream, proto, keep_alive, log.clone()));
-                }
-            }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            _ = &mut stop => break,
-        }
-    }
-    drop(listener);
-    // Aborts every connection and waits until their sockets are closed.
-    conns.shutdown().await;
-}
-
 async fn connection(stream: TcpStream, proto: Proto, keep_alive: bool, log: Arc<Log>) {
-    let _open = Open::new(log.clone());
+    let _open = Open::new(&log.open);
     let io = TokioIo::new(stream);
     let hello = service_fn(move |req: Request<Incoming>| {
         let host = req
@@ -772,33 +710,5 @@ async fn connection(stream: TcpStream, proto: Proto, keep_alive: bool, log: Arc<
         let body = Body::from(format!("hello {}", req.uri().path()));
         async move { Ok::<_, Infallible>(Response::new(body)) }
     });
-    let _ = match proto {
-        Proto::Http1 => {
-            http1::Builder::new()
-                .keep_alive(keep_alive)
-                .serve_connection(io, hello)
-                .await
-        }
-        Proto::Http2 => {
-            http2::Builder::new(TokioExecutor::new())
-                .serve_connection(io, hello)
-                .await
-        }
-    };
-}
-
-/// Counts a connection as open while it lives, aborted or not.
-struct Open(Arc<Log>);
-
-impl Open {
-    fn new(log: Arc<Log>) -> Self {
-        log.open.send_modify(|n| *n += 1);
-        Self(log)
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.open.send_modify(|n| *n -= 1);
-    }
+    serve_connection(io, proto, keep_alive, hello).await;
 }

@@ -6,9 +6,9 @@
 //! count each other's memory. Everything measured runs on the test's own
 //! thread (a current-thread runtime).
 
+mod support;
+
 use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    cell::Cell,
     convert::Infallible,
     fmt,
     future::{ready, Future, Ready},
@@ -24,94 +24,22 @@ use std::{
 };
 
 use redial::{error::Unavailable, future::ResponseFuture, Reconnect, Shared};
-use tower::{service_fn, util::ServiceFn, Service, ServiceExt};
-
-/// `System`, keeping each thread's live bytes: allocated minus freed.
-struct Counting;
-
-thread_local! {
-    // Const-initialised and without a destructor: using it allocates
-    // nothing, so it is safe inside the allocator. Signed, because a thread
-    // may free what another allocated.
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-}
-
-fn add(bytes: usize, sign: isize) {
-    let _ = LIVE.try_with(|live| live.set(live.get() + sign * bytes as isize));
-}
-
-// SAFETY: every call is passed unchanged to `System`; counting touches
-// only a const thread-local.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        add(layout.size(), 1);
-        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        add(layout.size(), 1);
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        add(layout.size(), -1);
-        add(new_size, 1);
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        add(layout.size(), -1);
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use support::{
+    alloc::{Counting, ThreadLive},
+    echo::{make_echo, request, runtime, MakeEcho},
+};
+use tower::{Service, ServiceExt};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: Counting<ThreadLive> = Counting::new();
 
 /// This thread's live heap bytes.
 fn live() -> isize {
-    LIVE.with(Cell::get)
-}
-
-/// A connection that answers every request at once with the request.
-type Echo = ServiceFn<fn(u64) -> Ready<Result<u64, Infallible>>>;
-
-/// A make service whose future is `std::future::Ready`, handing out `Echo`.
-type MakeEcho = ServiceFn<fn(()) -> Ready<Result<Echo, Infallible>>>;
-
-fn make_echo() -> MakeEcho {
-    service_fn(|()| ready(Ok(service_fn(|x| ready(Ok(x))))))
+    ThreadLive::live()
 }
 
 type EchoReconnect = Reconnect<MakeEcho, ()>;
 type EchoShared = Shared<u64, ResponseFuture<Ready<Result<u64, Infallible>>>>;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("tokio runtime")
-}
-
-/// One request: `poll_ready`, `call`, one poll of the response future.
-fn request<S>(svc: &mut S, cx: &mut Context<'_>, req: u64) -> u64
-where
-    S: Service<u64, Response = u64>,
-    S::Error: fmt::Debug,
-{
-    let Poll::Ready(Ok(())) = svc.poll_ready(cx) else {
-        panic!("service not ready");
-    };
-    match pin!(svc.call(req)).poll(cx) {
-        Poll::Ready(Ok(res)) => res,
-        Poll::Ready(Err(err)) => panic!("request failed: {err:?}"),
-        Poll::Pending => panic!("response future of a no-op service is pending"),
-    }
-}
 
 /// A `Reconnect` and a `Shared` handle stay small enough to embed by value
 /// and to clone per caller.

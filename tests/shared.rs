@@ -7,10 +7,10 @@ use redial::{
     error::{Closed, GaveUp, Unavailable},
     Backoff, Phase, ReconnectLayer, Shared,
 };
-use support::{advance_ms, Dial, Make};
+use support::{advance_ms, errors::find, Dial, Make};
 use tokio::time::Instant;
 use tokio_test::{assert_pending, assert_ready_ok, task};
-use tower::{BoxError, Layer, Service, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 type Handle = Shared<u32, redial::future::ResponseFuture<<support::Conn as Service<u32>>::Future>>;
 
@@ -33,17 +33,6 @@ fn alive_tasks() -> usize {
     tokio::runtime::Handle::current()
         .metrics()
         .num_alive_tasks()
-}
-
-fn find<E: std::error::Error + 'static>(err: &BoxError) -> Option<&E> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&**err);
-    while let Some(e) = cur {
-        if let Some(e) = e.downcast_ref::<E>() {
-            return Some(e);
-        }
-        cur = e.source();
-    }
-    None
 }
 
 /// The handle connects as soon as it is built, without a request.
@@ -244,7 +233,7 @@ async fn panic_in_the_make_service_surfaces_as_closed() {
         .layer(make.clone())
         .spawn_lazy(8);
     let err = shared.clone().oneshot(1).await.unwrap_err();
-    assert!(find::<Closed>(&err).is_some(), "{err:?}");
+    assert!(find::<Closed>(&*err).is_some(), "{err:?}");
     assert_eq!(shared.watch().disconnected().await.phase(), Phase::Closed);
     assert!(shared.clone().oneshot(1).await.unwrap_err().is::<Closed>());
 }
@@ -265,7 +254,7 @@ async fn giving_up_closes_the_handle() {
     let pending = tokio::spawn(shared.clone().oneshot(1));
     let err = pending.await.unwrap().unwrap_err();
     assert!(err.is::<Closed>());
-    assert_eq!(find::<GaveUp>(&err).unwrap().attempts(), 2);
+    assert_eq!(find::<GaveUp>(&*err).unwrap().attempts(), 2);
     assert_eq!(make.dials(), 2);
     assert!(shared.is_closed());
 }

@@ -10,7 +10,6 @@ mod line;
 mod support;
 
 use std::{
-    error::Error,
     future::{poll_fn, Future},
     io,
     net::SocketAddr,
@@ -22,18 +21,15 @@ use std::{
 
 use line::{LineConn, LineServer};
 use redial::{error::Unavailable, Backoff, ConnectionWatch, Phase, Reconnect, ReconnectLayer};
-use tokio::{
-    net::{TcpSocket, TcpStream},
-    sync::watch,
-    task::JoinHandle,
-    time::timeout,
+use support::{
+    errors::find,
+    net::{guard, refusing_port},
 };
+use tokio::{net::TcpStream, sync::watch, task::JoinHandle};
 use tower::{buffer::Buffer, BoxError, Layer, Service, ServiceExt};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const RETRY: Duration = Duration::from_millis(50);
-/// Only a hang guard: nothing here should take more than a fraction of it.
-const HANG: Duration = Duration::from_secs(10);
 
 /// After the server goes away, requests fail fast with `Unavailable` instead
 /// of hanging, and the same client recovers by itself when the server comes
@@ -182,13 +178,6 @@ fn layer(addr: SocketAddr) -> ReconnectLayer<SocketAddr> {
         .backoff(Backoff::constant(RETRY))
 }
 
-/// Fails the test instead of hanging.
-async fn guard<F: Future>(fut: F) -> F::Output {
-    timeout(HANG, fut)
-        .await
-        .expect("timed out: the client hung")
-}
-
 /// One request: readiness, then the call.
 async fn call<S>(svc: &mut S, line: &str) -> Result<String, BoxError>
 where
@@ -220,31 +209,9 @@ async fn until_connected(svc: &mut Reconnect<Dialer, SocketAddr>, watch: &Connec
     .await
 }
 
-/// The first error of type `E` in the chain, which a `Buffer` may wrap.
-fn find<'a, E: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'a E> {
-    let mut next = Some(err);
-    while let Some(err) = next {
-        if let Some(found) = err.downcast_ref::<E>() {
-            return Some(found);
-        }
-        next = err.source();
-    }
-    None
-}
-
 /// A [`LineServer`] on a free port of 127.0.0.1.
 fn start_server() -> LineServer {
     LineServer::start(([127, 0, 0, 1], 0).into()).unwrap()
-}
-
-/// A port on 127.0.0.1 where nothing listens. The socket is bound but never
-/// listens, so dials are refused and no other test can take the port; keep
-/// it alive for the test.
-fn refusing_port() -> (TcpSocket, SocketAddr) {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
-    let addr = socket.local_addr().unwrap();
-    (socket, addr)
 }
 
 // ===== Dialer: the make service =====

@@ -13,8 +13,6 @@
 mod support;
 
 use std::{
-    error::Error,
-    future::Future,
     net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -27,9 +25,12 @@ use http::{Request, Uri};
 use redial::{
     error::Unavailable, http::Http2Connector, Backoff, Phase, Reconnect, ReconnectLayer, Shared,
 };
+use support::{
+    errors::find,
+    net::guard,
+    server::{listen, Running},
+};
 use tokio::{
-    net::TcpSocket,
-    sync::oneshot,
     task::JoinHandle,
     time::{timeout, Instant},
 };
@@ -41,8 +42,6 @@ use tower::{Layer, Service, ServiceBuilder};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const RETRY: Duration = Duration::from_millis(50);
-/// Only a hang guard: nothing here should take more than a fraction of it.
-const HANG: Duration = Duration::from_secs(10);
 
 /// The shared HTTP/2 handle a generated client runs over.
 type Channel =
@@ -216,25 +215,6 @@ async fn check(client: &mut HealthClient<Channel>) -> Result<ServingStatus, Stat
     Ok(response.into_inner().status())
 }
 
-/// Fails the test instead of hanging.
-async fn guard<F: Future>(fut: F) -> F::Output {
-    timeout(HANG, fut)
-        .await
-        .expect("timed out: the client hung")
-}
-
-/// The first error of type `E` in the chain.
-fn find<'a, E: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'a E> {
-    let mut next = Some(err);
-    while let Some(err) = next {
-        if let Some(found) = err.downcast_ref::<E>() {
-            return Some(found);
-        }
-        next = err.source();
-    }
-    None
-}
-
 // ===== Server: tonic's health service =====
 
 /// tonic's server with `tonic_health`'s service (reporting `Serving`),
@@ -243,7 +223,7 @@ fn find<'a, E: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'a E>
 struct Server {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
-    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    running: Option<Running>,
 }
 
 impl Server {
@@ -268,10 +248,7 @@ impl Server {
     /// Listens on the same address again. SO_REUSEADDR lets the port be
     /// bound at once although the closed connections sit in TIME_WAIT.
     fn restart(&mut self) {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.set_reuseaddr(true).unwrap();
-        socket.bind(self.addr).unwrap();
-        let listener = socket.listen(64).unwrap();
+        let listener = listen(self.addr, 64);
         self.addr = listener.local_addr().unwrap();
 
         let (_reporter, health) = tonic_health::server::health_reporter();
@@ -282,24 +259,21 @@ impl Server {
                 req
             })
             .service(health);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
+        self.running = Some(Running::spawn(|stopped| async move {
             tonic::transport::Server::builder()
                 .serve_with_incoming_shutdown(service, TcpIncoming::from(listener), async {
                     let _ = stopped.await;
                 })
                 .await
                 .unwrap();
-        });
-        self.running = Some((stop, task));
+        }));
     }
 
     /// Stops accepting and closes every connection; returns once they are
     /// all closed.
     async fn stop(&mut self) {
-        if let Some((stop, task)) = self.running.take() {
-            drop(stop);
-            guard(task).await.unwrap();
+        if let Some(running) = self.running.take() {
+            guard(running.stop()).await;
         }
     }
 }

@@ -67,42 +67,14 @@ use super::origin::Origin;
 /// # }
 /// ```
 pub struct Http1Connection<B> {
-    pub(crate) sender: http1::SendRequest<B>,
-    pub(crate) closed: CloseSignal,
-    pub(crate) origin: Origin,
-}
-
-impl<B> Service<Request<B>> for Http1Connection<B>
-where
-    B: Body + Send + 'static,
-{
-    type Response = Response<Incoming>;
-    type Error = BoxError;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // The close signal first, so our waker is left with it even when the
-        // sender is ready.
-        if let Poll::Ready(closed) = self.closed.poll_closed(cx) {
-            return Poll::Ready(Err(closed.into()));
-        }
-        self.sender
-            .poll_ready(cx)
-            .map_err(|err| ConnectionClosed::new(Some(err)).into())
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> ResponseFuture {
-        self.origin.http1(&mut req);
-        ResponseFuture::new(self.sender.send_request(req))
-    }
+    pub(crate) inner: Conn<http1::SendRequest<B>>,
 }
 
 impl<B> fmt::Debug for Http1Connection<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Http1Connection")
-            .field("target", &self.origin)
-            .field("closed", &self.closed.is_closed())
-            .field("ready", &self.sender.is_ready())
+        self.inner
+            .debug_struct("Http1Connection", f)
+            .field("ready", &self.inner.sender.is_ready())
             .finish()
     }
 }
@@ -156,22 +128,69 @@ impl<B> fmt::Debug for Http1Connection<B> {
 /// # }
 /// ```
 pub struct Http2Connection<B> {
-    pub(crate) sender: http2::SendRequest<B>,
-    pub(crate) closed: CloseSignal,
-    pub(crate) origin: Origin,
+    pub(crate) inner: Conn<http2::SendRequest<B>>,
 }
 
-impl<B> Service<Request<B>> for Http2Connection<B>
-where
-    B: Body + Send + 'static,
-{
-    type Response = Response<Incoming>;
-    type Error = BoxError;
-    type Future = ResponseFuture;
+impl<B> fmt::Debug for Http2Connection<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.debug_struct("Http2Connection", f).finish()
+    }
+}
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // hyper's HTTP/2 `poll_ready` registers no waker: the close signal
-        // is what wakes a parked caller.
+// ===== Service =====
+
+// Both connections' `Service` impl, the same but for the type: the work is
+// `Conn`'s.
+macro_rules! connection_service {
+    ($connection:ident) => {
+        impl<B> Service<Request<B>> for $connection<B>
+        where
+            B: Body + Send + 'static,
+        {
+            type Response = Response<Incoming>;
+            type Error = BoxError;
+            type Future = ResponseFuture;
+
+            fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+                self.inner.poll_ready(cx)
+            }
+
+            fn call(&mut self, req: Request<B>) -> ResponseFuture {
+                self.inner.call(req)
+            }
+        }
+    };
+}
+
+connection_service!(Http1Connection);
+connection_service!(Http2Connection);
+
+// ===== Conn =====
+
+/// What both connections are: hyper's sender `S`, which knows how its
+/// protocol sends (see [`Sender`]), the close signal, and the target.
+pub(crate) struct Conn<S> {
+    sender: S,
+    closed: CloseSignal,
+    origin: Origin,
+}
+
+impl<S> Conn<S> {
+    pub(crate) fn new(sender: S, closed: CloseSignal, origin: Origin) -> Self {
+        Self {
+            sender,
+            closed,
+            origin,
+        }
+    }
+
+    fn poll_ready<B>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>
+    where
+        S: Sender<B>,
+    {
+        // The close signal first, so our waker is left with it even when the
+        // sender is ready: hyper's HTTP/2 `poll_ready` registers no waker at
+        // all, so the close signal is what wakes a parked caller.
         if let Poll::Ready(closed) = self.closed.poll_closed(cx) {
             return Poll::Ready(Err(closed.into()));
         }
@@ -180,18 +199,56 @@ where
             .map_err(|err| ConnectionClosed::new(Some(err)).into())
     }
 
-    fn call(&mut self, mut req: Request<B>) -> ResponseFuture {
-        self.origin.http2(&mut req);
-        ResponseFuture::new(self.sender.send_request(req))
+    fn call<B>(&mut self, req: Request<B>) -> ResponseFuture
+    where
+        S: Sender<B>,
+    {
+        self.sender.send(&self.origin, req)
+    }
+
+    fn debug_struct<'a, 'b>(
+        &self,
+        name: &str,
+        f: &'a mut fmt::Formatter<'b>,
+    ) -> fmt::DebugStruct<'a, 'b> {
+        let mut debug = f.debug_struct(name);
+        debug
+            .field("target", &self.origin)
+            .field("closed", &self.closed.is_closed());
+        debug
     }
 }
 
-impl<B> fmt::Debug for Http2Connection<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Http2Connection")
-            .field("target", &self.origin)
-            .field("closed", &self.closed.is_closed())
-            .finish()
+// ===== Sender =====
+
+/// What HTTP/1 and HTTP/2 connections do differently: what a request gets
+/// from the target before hyper's sender sends it. Implemented by hyper's
+/// senders.
+pub(crate) trait Sender<B> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>>;
+
+    fn send(&mut self, origin: &Origin, req: Request<B>) -> ResponseFuture;
+}
+
+impl<B: Body + Send + 'static> Sender<B> for http1::SendRequest<B> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        http1::SendRequest::poll_ready(self, cx)
+    }
+
+    fn send(&mut self, origin: &Origin, mut req: Request<B>) -> ResponseFuture {
+        origin.http1(&mut req);
+        ResponseFuture::new(self.send_request(req))
+    }
+}
+
+impl<B: Body + Send + 'static> Sender<B> for http2::SendRequest<B> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        http2::SendRequest::poll_ready(self, cx)
+    }
+
+    fn send(&mut self, origin: &Origin, mut req: Request<B>) -> ResponseFuture {
+        origin.http2(&mut req);
+        ResponseFuture::new(self.send_request(req))
     }
 }
 

@@ -1,8 +1,6 @@
 use std::{
-    error::Error as StdError,
     fmt,
     future::Future,
-    marker::PhantomData,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -14,13 +12,11 @@ use hyper::{
     rt::{Read, Write},
 };
 use hyper_util::{client::legacy::connect::HttpConnector, rt::TokioExecutor};
-use tokio::runtime::Handle;
 use tower::{BoxError, Service};
 
 use super::{
-    connection::{CloseSignal, Http1Connection, Http2Connection},
-    origin::Origin,
-    preface::Preface,
+    connection::{Http1Connection, Http2Connection},
+    dial::Dialer,
 };
 
 // ===== Http1Connector =====
@@ -51,9 +47,7 @@ use super::{
 /// # let _ = client;
 /// ```
 pub struct Http1Connector<B, C = HttpConnector> {
-    connector: C,
-    builder: http1::Builder,
-    _body: PhantomData<fn(B)>,
+    inner: Dialer<http1::Builder, B, C>,
 }
 
 impl<B> Http1Connector<B> {
@@ -94,9 +88,7 @@ impl<B, C> Http1Connector<B, C> {
     /// ```
     pub fn with_connector(connector: C) -> Self {
         Self {
-            connector,
-            builder: http1::Builder::new(),
-            _body: PhantomData,
+            inner: Dialer::new(connector, http1::Builder::new()),
         }
     }
 
@@ -115,7 +107,7 @@ impl<B, C> Http1Connector<B, C> {
     ///
     /// Default is `http1::Builder::new()`.
     pub fn builder(mut self, builder: http1::Builder) -> Self {
-        self.builder = builder;
+        self.inner.builder = builder;
         self
     }
 
@@ -131,7 +123,7 @@ impl<B, C> Http1Connector<B, C> {
     /// let _tcp: &HttpConnector = connector.get_ref();
     /// ```
     pub fn get_ref(&self) -> &C {
-        &self.connector
+        &self.inner.connector
     }
 
     /// The connector that dials, mutably: to change its settings in place.
@@ -146,68 +138,7 @@ impl<B, C> Http1Connector<B, C> {
     /// connector.get_mut().set_connect_timeout(Some(Duration::from_secs(2)));
     /// ```
     pub fn get_mut(&mut self) -> &mut C {
-        &mut self.connector
-    }
-}
-
-impl<B, C> Service<Uri> for Http1Connector<B, C>
-where
-    C: Service<Uri>,
-    C::Response: Read + Write + Unpin + Send + 'static,
-    C::Error: Into<BoxError>,
-    C::Future: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    type Response = Http1Connection<B>;
-    type Error = BoxError;
-    type Future = ConnectFuture<Http1Connection<B>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.connector.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, target: Uri) -> Self::Future {
-        let origin = Origin::new(&target);
-        let dialling = self.connector.call(target);
-        let builder = self.builder.clone();
-        ConnectFuture::new(async move {
-            let runtime = Handle::try_current().map_err(|_| NoRuntime)?;
-            let io = dialling.await.map_err(Into::into)?;
-            let (sender, conn) = builder.handshake::<_, B>(io).await?;
-            let closed = CloseSignal::spawn(&runtime, conn);
-            Ok(Http1Connection {
-                sender,
-                closed,
-                origin,
-            })
-        })
-    }
-}
-
-impl<B, C: Clone> Clone for Http1Connector<B, C> {
-    fn clone(&self) -> Self {
-        Self {
-            connector: self.connector.clone(),
-            builder: self.builder.clone(),
-            _body: PhantomData,
-        }
-    }
-}
-
-impl<B> Default for Http1Connector<B> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<B, C> fmt::Debug for Http1Connector<B, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Http1Connector")
-            .field("connector", &std::any::type_name::<C>())
-            .field("builder", &self.builder)
-            .finish()
+        &mut self.inner.connector
     }
 }
 
@@ -245,9 +176,7 @@ impl<B, C> fmt::Debug for Http1Connector<B, C> {
 /// # let _ = client;
 /// ```
 pub struct Http2Connector<B, C = HttpConnector> {
-    connector: C,
-    builder: http2::Builder<TokioExecutor>,
-    _body: PhantomData<fn(B)>,
+    inner: Dialer<http2::Builder<TokioExecutor>, B, C>,
 }
 
 impl<B> Http2Connector<B> {
@@ -287,9 +216,7 @@ impl<B, C> Http2Connector<B, C> {
     /// ```
     pub fn with_connector(connector: C) -> Self {
         Self {
-            connector,
-            builder: http2::Builder::new(TokioExecutor::new()),
-            _body: PhantomData,
+            inner: Dialer::new(connector, http2::Builder::new(TokioExecutor::new())),
         }
     }
 
@@ -315,7 +242,7 @@ impl<B, C> Http2Connector<B, C> {
     ///
     /// Default is `http2::Builder::new(TokioExecutor::new())`.
     pub fn builder(mut self, builder: http2::Builder<TokioExecutor>) -> Self {
-        self.builder = builder;
+        self.inner.builder = builder;
         self
     }
 
@@ -331,7 +258,7 @@ impl<B, C> Http2Connector<B, C> {
     /// let _tcp: &HttpConnector = connector.get_ref();
     /// ```
     pub fn get_ref(&self) -> &C {
-        &self.connector
+        &self.inner.connector
     }
 
     /// The connector that dials, mutably: to change its settings in place.
@@ -346,78 +273,63 @@ impl<B, C> Http2Connector<B, C> {
     /// connector.get_mut().set_connect_timeout(Some(Duration::from_secs(2)));
     /// ```
     pub fn get_mut(&mut self) -> &mut C {
-        &mut self.connector
+        &mut self.inner.connector
     }
 }
 
-impl<B, C> Service<Uri> for Http2Connector<B, C>
-where
-    C: Service<Uri>,
-    C::Response: Read + Write + Unpin + Send + 'static,
-    C::Error: Into<BoxError>,
-    C::Future: Send + 'static,
-    B: Body + Unpin + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    type Response = Http2Connection<B>;
-    type Error = BoxError;
-    type Future = ConnectFuture<Http2Connection<B>>;
+// ===== Service, Clone, Default, Debug =====
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.connector.poll_ready(cx).map_err(Into::into)
-    }
+// Both connectors' trait impls, alike but for the connection each makes and
+// the bounds its handshake puts on the body `B`: the work is `Dialer`'s.
+macro_rules! connector_impls {
+    ($connector:ident => $connection:ident, B: $($body:tt)+) => {
+        impl<B, C> Service<Uri> for $connector<B, C>
+        where
+            C: Service<Uri>,
+            C::Response: Read + Write + Unpin + Send + 'static,
+            C::Error: Into<BoxError>,
+            C::Future: Send + 'static,
+            B: $($body)+,
+            B::Data: Send,
+            B::Error: Into<BoxError>,
+        {
+            type Response = $connection<B>;
+            type Error = BoxError;
+            type Future = ConnectFuture<$connection<B>>;
 
-    fn call(&mut self, target: Uri) -> Self::Future {
-        let origin = Origin::new(&target);
-        let dialling = self.connector.call(target);
-        let builder = self.builder.clone();
-        ConnectFuture::new(async move {
-            let runtime = Handle::try_current().map_err(|_| NoRuntime)?;
-            let io = dialling.await.map_err(Into::into)?;
-            let (io, spoke) = Preface::new(io);
-            let (sender, conn) = builder.handshake::<_, B>(io).await?;
-            let mut closed = CloseSignal::spawn(&runtime, conn);
-            // The handshake returns before the server has said anything: wait
-            // for its preface, so a peer that never speaks HTTP/2 fails the
-            // attempt (by the connect timeout) rather than looking connected.
-            if spoke.await.is_err() {
-                let ended = std::future::poll_fn(|cx| closed.poll_closed(cx)).await;
-                return Err(ended.into());
+            fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+                self.inner.poll_ready(cx)
             }
-            Ok(Http2Connection {
-                sender,
-                closed,
-                origin,
-            })
-        })
-    }
-}
 
-impl<B, C: Clone> Clone for Http2Connector<B, C> {
-    fn clone(&self) -> Self {
-        Self {
-            connector: self.connector.clone(),
-            builder: self.builder.clone(),
-            _body: PhantomData,
+            fn call(&mut self, target: Uri) -> Self::Future {
+                self.inner.call(target)
+            }
         }
-    }
+
+        impl<B, C: Clone> Clone for $connector<B, C> {
+            fn clone(&self) -> Self {
+                Self {
+                    inner: self.inner.clone(),
+                }
+            }
+        }
+
+        impl<B> Default for $connector<B> {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl<B, C> fmt::Debug for $connector<B, C> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.inner.fmt_as(stringify!($connector), f)
+            }
+        }
+    };
 }
 
-impl<B> Default for Http2Connector<B> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<B, C> fmt::Debug for Http2Connector<B, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Http2Connector")
-            .field("connector", &std::any::type_name::<C>())
-            .field("builder", &self.builder)
-            .finish()
-    }
-}
+connector_impls!(Http1Connector => Http1Connection, B: Body + Send + 'static);
+connector_impls!(Http2Connector => Http2Connection, B: Body + Unpin + Send + 'static);
 
 fn default_connector() -> HttpConnector {
     let mut http = HttpConnector::new();
@@ -456,7 +368,7 @@ pub struct ConnectFuture<S> {
 }
 
 impl<S> ConnectFuture<S> {
-    fn new<F>(fut: F) -> Self
+    pub(crate) fn new<F>(fut: F) -> Self
     where
         F: Future<Output = Result<S, BoxError>> + Send + 'static,
     {
@@ -479,18 +391,3 @@ impl<S> fmt::Debug for ConnectFuture<S> {
         f.debug_struct("ConnectFuture").finish_non_exhaustive()
     }
 }
-
-// ===== NoRuntime =====
-
-/// A connect attempt outside a tokio runtime: no task can drive the
-/// connection.
-#[derive(Debug)]
-struct NoRuntime;
-
-impl fmt::Display for NoRuntime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("no tokio runtime to drive the http connection")
-    }
-}
-
-impl StdError for NoRuntime {}

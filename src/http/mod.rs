@@ -111,6 +111,7 @@
 
 mod connection;
 mod connector;
+mod dial;
 mod origin;
 mod preface;
 

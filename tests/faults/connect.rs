@@ -16,11 +16,12 @@ use tokio::{
 use tower::{Layer, Service, ServiceExt};
 
 use crate::{
-    harness::{backoff, find, Body, CONNECT_TIMEOUT},
+    harness::{backoff, Body, CONNECT_TIMEOUT},
     matrix::{run, Case, Fault},
     netns::{fallback_warning, BlackHole},
     resources::{guard, lock, runtime, sockets_at},
     server::{Behaviour, FaultServer, Proto::*},
+    support::errors::find,
 };
 
 // ===== the matrix =====

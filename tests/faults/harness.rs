@@ -27,7 +27,7 @@ use tokio::{
 };
 use tower::{buffer::Buffer, util::BoxCloneService, BoxError, Layer, Service, ServiceExt};
 
-use crate::server::Proto;
+use crate::{server::Proto, support::errors::find};
 
 pub type Body = Full<Bytes>;
 
@@ -283,18 +283,6 @@ fn classify(path: &str, result: Result<String, BoxError>) -> (Outcome, Option<St
         Outcome::Untyped
     };
     (outcome, Some(format!("{err:?}")))
-}
-
-/// The first error of type `E` in the chain.
-pub fn find<'a, E: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'a E> {
-    let mut next = Some(err);
-    while let Some(err) = next {
-        if let Some(found) = err.downcast_ref::<E>() {
-            return Some(found);
-        }
-        next = err.source();
-    }
-    None
 }
 
 /// Why attempts failed, from the typed errors in a chain.

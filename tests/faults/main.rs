@@ -20,7 +20,6 @@
 //! Real sockets need the real clock: the bounds are counts and schedules
 //! with a second of grace, not tight margins.
 
-mod alloc;
 mod connect;
 mod harness;
 mod invariants;
@@ -31,3 +30,11 @@ mod server;
 #[path = "../support/mod.rs"]
 mod support;
 mod table;
+
+use support::alloc::{Counting, ThreadLive};
+
+/// Live heap bytes per thread: each case of the matrix runs on a thread of
+/// its own (a current-thread runtime), so its count is not disturbed by the
+/// others.
+#[global_allocator]
+static GLOBAL: Counting<ThreadLive> = Counting::new();

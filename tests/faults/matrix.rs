@@ -18,7 +18,6 @@ use tokio::{
 };
 
 use crate::{
-    alloc,
     harness::{
         client, max_attempts, min_attempts, Callers, Cause, Kind, Mode, CONNECT_TIMEOUT, GRACE,
         RECOVERY_BOUND,
@@ -27,6 +26,7 @@ use crate::{
     netns::BlackHole,
     resources::{alive_tasks, guard, lock, open_fds, runtime, settle, sockets_at},
     server::{Behaviour, FaultServer, Proto},
+    support::alloc::ThreadLive,
     table::print_table,
 };
 
@@ -189,11 +189,11 @@ pub fn run(cases: Vec<Case>) {
 
 fn run_case(case: Case) -> Row {
     let rt = runtime();
-    let start = alloc::live();
+    let start = ThreadLive::live();
     let first = rt.block_on(round(case));
-    let warm = alloc::live();
+    let warm = ThreadLive::live();
     let second = rt.block_on(round(case));
-    let growth = alloc::live() - warm;
+    let growth = ThreadLive::live() - warm;
     assert!(
         growth <= HEAP_SLACK,
         "{case}: the live heap grew by {growth} bytes over the warm round"

@@ -14,23 +14,18 @@ use http::{Request, Response};
 use http_body_util::Full;
 use hyper::{
     body::{Bytes, Incoming},
-    server::conn::{http1, http2},
     service::service_fn,
 };
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::{
     io::AsyncReadExt,
     net::{TcpListener, TcpStream},
-    sync::{oneshot, watch},
-    task::{JoinHandle, JoinSet},
+    sync::watch,
     time::Instant,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Proto {
-    Http1,
-    Http2,
-}
+pub use crate::support::server::Proto;
+use crate::support::server::{serve_connection, Open, Running};
 
 /// What the server does with a connection it accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +43,7 @@ pub enum Behaviour {
 pub struct FaultServer {
     behaviour: watch::Sender<Behaviour>,
     log: Arc<Log>,
-    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    running: Option<Running>,
 }
 
 #[derive(Default)]
@@ -69,12 +64,21 @@ impl FaultServer {
     ) -> Self {
         let (behaviour, rx) = watch::channel(behaviour);
         let log = Arc::new(Log::default());
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(serve(listener, stopped, proto, rx, ignore, log.clone()));
+        let running = Running::accept(listener, {
+            let log = log.clone();
+            move |stream, peer| {
+                if ignore.contains(&peer) {
+                    return None;
+                }
+                log.accepts.lock().unwrap().push(Instant::now());
+                let behaviour = *rx.borrow();
+                Some(connection(stream, proto, behaviour, log.clone()))
+            }
+        });
         Self {
             behaviour,
             log,
-            running: Some((stop, task)),
+            running: Some(running),
         }
     }
 
@@ -102,44 +106,14 @@ impl FaultServer {
     /// Stops accepting and closes every connection; returns once they are
     /// all closed.
     pub async fn stop(&mut self) {
-        if let Some((stop, task)) = self.running.take() {
-            drop(stop);
-            task.await.unwrap();
+        if let Some(running) = self.running.take() {
+            running.stop().await;
         }
     }
-}
-
-async fn serve(
-    listener: TcpListener,
-    mut stop: oneshot::Receiver<()>,
-    proto: Proto,
-    behaviour: watch::Receiver<Behaviour>,
-    ignore: Vec<SocketAddr>,
-    log: Arc<Log>,
-) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
-                if ignore.contains(&peer) {
-                    continue;
-                }
-                log.accepts.lock().unwrap().push(Instant::now());
-                let behaviour = *behaviour.borrow();
-                conns.spawn(connection(stream, proto, behaviour, log.clone()));
-            }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            _ = &mut stop => break,
-        }
-    }
-    drop(listener);
-    // Aborts every connection and waits until their sockets are closed.
-    conns.shutdown().await;
 }
 
 async fn connection(mut stream: TcpStream, proto: Proto, behaviour: Behaviour, log: Arc<Log>) {
-    let _open = Open::new(log.clone());
+    let _open = Open::new(&log.open);
     match behaviour {
         Behaviour::Mute => {
             // Until the client gives up and closes.
@@ -164,28 +138,5 @@ async fn hello(stream: TcpStream, proto: Proto, log: Arc<Log>) {
         log.seen.lock().unwrap().push(path);
         async move { Ok::<_, Infallible>(Response::new(body)) }
     });
-    let _ = match proto {
-        Proto::Http1 => http1::Builder::new().serve_connection(io, hello).await,
-        Proto::Http2 => {
-            http2::Builder::new(TokioExecutor::new())
-                .serve_connection(io, hello)
-                .await
-        }
-    };
-}
-
-/// Counts a connection as open while it lives, aborted or not.
-struct Open(Arc<Log>);
-
-impl Open {
-    fn new(log: Arc<Log>) -> Self {
-        log.open.send_modify(|n| *n += 1);
-        Self(log)
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.open.send_modify(|n| *n -= 1);
-    }
+    serve_connection(io, proto, true, hello).await;
 }

@@ -14,9 +14,9 @@ use tokio::{sync::watch, time::Instant};
 use crate::{
     census,
     client::{Kind, Mode, Under, CONNECT_TIMEOUT, LOG_SLACK, MAX_DELAY},
-    heap,
     load::{guarded, trigger, Counts, Load, LoadConfig, Tally},
     server::{Book, Proto, Server, RESET_REQUEST, RESET_STREAM},
+    support::alloc::SlotLive,
 };
 
 /// A connection this old has outlived the first retry delay (100 ms): it
@@ -82,7 +82,7 @@ pub fn runtime(slot: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .on_thread_start(move || heap::enter(slot))
+        .on_thread_start(move || SlotLive::enter(slot))
         .build()
         .expect("tokio runtime")
 }
@@ -95,22 +95,22 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Report>,
 {
-    crate::trace_init();
-    let slot = heap::new_slot();
+    crate::support::trace_init();
+    let slot = SlotLive::new_slot();
     let rt = runtime(slot);
-    heap::enter(slot);
+    SlotLive::enter(slot);
     let (report, growth, wall) = rt.block_on(async {
         let started = Instant::now();
         let tasks = census::tasks();
         let mut report = round().await;
         census::settle("tasks", HANG, census::tasks, |&n| n <= tasks).await;
-        let first = heap::live(slot);
+        let first = SlotLive::live(slot);
         report.merge(&round().await);
         census::settle("tasks", HANG, census::tasks, |&n| n <= tasks).await;
-        let second = heap::live(slot);
+        let second = SlotLive::live(slot);
         (report, second - first, started.elapsed())
     });
-    heap::enter(0);
+    SlotLive::enter(0);
     print_row(&case, &report, true, growth, wall);
     assert!(
         growth <= HEAP_SLACK,

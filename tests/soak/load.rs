@@ -7,7 +7,6 @@
 //! never happens.
 
 use std::{
-    error::Error,
     future::Future,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -29,6 +28,7 @@ use tower::{BoxError, Service, ServiceExt};
 use crate::{
     client::{Body, Client},
     server::{Book, FAULT, ID, PART_1, RESET_REQUEST},
+    support::errors::find,
 };
 
 /// The hang guard on top of a request's deadline.
@@ -44,18 +44,6 @@ pub enum Outcome {
     Errored,
     /// Not resolved by its deadline + [`GRACE`].
     TimedOut,
-}
-
-/// The first error of type `E` in the chain.
-pub fn find<'a, E: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'a E> {
-    let mut next = Some(err);
-    while let Some(err) = next {
-        if let Some(found) = err.downcast_ref::<E>() {
-            return Some(found);
-        }
-        next = err.source();
-    }
-    None
 }
 
 /// A typed outcome for an error, or the error when it is of no type a

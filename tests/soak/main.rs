@@ -22,7 +22,7 @@
 //! server's books); sleeps only give a connection its age, a fault its
 //! length, or a caller its pace. Every case runs on a multi-thread runtime
 //! of its own, two workers, whose threads charge their allocations to the
-//! case (see `heap`).
+//! case (see `GLOBAL`).
 //!
 //! `cargo test --all-features --test soak -- --nocapture` prints each case's
 //! markdown table row (and a header before the first). The soak takes about
@@ -32,27 +32,26 @@
 mod cases;
 mod census;
 mod client;
-mod heap;
 mod io;
 mod load;
 mod server;
 mod soak;
+#[path = "../support/mod.rs"]
+mod support;
 
 use cases::{reset_mid_request, reset_mid_stream, restart_round, two_rounds, Case};
 use client::{Kind, Mode};
 use server::Proto;
+use support::alloc::{Counting, SlotLive};
 
+/// Live heap bytes per case, charged to the *slot* of the thread that
+/// allocates. Every case runs on a runtime of its own whose threads
+/// (workers, blocking pool and the thread calling `block_on`) enter the
+/// case's slot, so cases running in parallel on other threads do not count
+/// each other's memory, and memory a task allocates on one worker and
+/// frees on another is still charged to the same case.
 #[global_allocator]
-static GLOBAL: heap::Counting = heap::Counting;
-
-/// Installs a test subscriber once, so `RUST_LOG=redial=debug` shows the
-/// state machine's events.
-fn trace_init() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
+static GLOBAL: Counting<SlotLive> = Counting::new();
 
 /// Every fault, cycled for about 60 s against all four clients at once, 64
 /// callers each: every request resolves in time, none twice on the wire,

@@ -12,9 +12,7 @@
 
 use std::{
     convert::Infallible,
-    future::Future,
     net::SocketAddr,
-    pin::Pin,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering::SeqCst},
         Arc, Mutex,
@@ -26,18 +24,20 @@ use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::{
     body::{Bytes, Incoming},
-    server::conn::{http1, http2},
     service::service_fn,
 };
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::{
     io::AsyncReadExt,
-    net::{TcpListener, TcpSocket, TcpStream},
-    sync::{mpsc, oneshot, watch, Notify},
-    task::{JoinHandle, JoinSet},
+    net::TcpStream,
+    sync::{mpsc, watch, Notify},
 };
 
-use crate::io::{Chunks, Resettable};
+pub use crate::support::server::Proto;
+use crate::{
+    io::{Chunks, Resettable},
+    support::server::{listen, serve_connection, Running},
+};
 
 /// The request header carrying the caller's unique request id.
 pub const ID: &str = "x-request-id";
@@ -51,12 +51,6 @@ pub const RESET_REQUEST: &str = "reset-request";
 pub const RESET_STREAM: &str = "reset-stream";
 /// The first chunk of a streaming response.
 pub const PART_1: &[u8] = b"part-1";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Proto {
-    Http1,
-    Http2,
-}
 
 /// What the server does with a connection it accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,7 +162,7 @@ pub struct Server {
     proto: Proto,
     addr: SocketAddr,
     book: Arc<Book>,
-    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    running: Option<Running>,
 }
 
 impl Server {
@@ -199,22 +193,27 @@ impl Server {
     /// bound at once although closed connections sit in TIME_WAIT.
     pub fn restart(&mut self) {
         assert!(self.running.is_none(), "already running");
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.set_reuseaddr(true).unwrap();
-        socket.bind(self.addr).unwrap();
-        let listener = socket.listen(1024).unwrap();
+        let listener = listen(self.addr, 1024);
         self.addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(accept(listener, stopped, self.proto, self.book.clone()));
-        self.running = Some((stop, task));
+        let (proto, book) = (self.proto, self.book.clone());
+        self.running = Some(Running::accept(listener, move |stream, _| {
+            book.accepts.fetch_add(1, SeqCst);
+            let accepting = *book.accepting.borrow();
+            if accepting == Accepting::Flap {
+                let open = Open::new(&book);
+                drop(stream);
+                drop(open);
+                return None;
+            }
+            Some(connection(stream, accepting, proto, book.clone()))
+        }));
     }
 
     /// Stops listening (the port refuses) and closes every connection;
     /// returns once their sockets are closed.
     pub async fn stop(&mut self) {
-        if let Some((stop, task)) = self.running.take() {
-            drop(stop);
-            task.await.unwrap();
+        if let Some(running) = self.running.take() {
+            running.stop().await;
         }
     }
 
@@ -228,38 +227,6 @@ impl Server {
     pub fn set_accepting(&self, accepting: Accepting) {
         self.book.accepting.send_replace(accepting);
     }
-}
-
-async fn accept(
-    listener: TcpListener,
-    mut stop: oneshot::Receiver<()>,
-    proto: Proto,
-    book: Arc<Book>,
-) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                book.accepts.fetch_add(1, SeqCst);
-                let accepting = *book.accepting.borrow();
-                match accepting {
-                    Accepting::Serve => { conns.spawn(serve(stream, proto, book.clone())); }
-                    Accepting::Flap => {
-                        let open = Open::new(&book);
-                        drop(stream);
-                        drop(open);
-                    }
-                    Accepting::Silent => { conns.spawn(silent(stream, book.clone())); }
-                }
-            }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            _ = &mut stop => break,
-        }
-    }
-    drop(listener);
-    // Aborts every connection and waits until their sockets are closed.
-    conns.shutdown().await;
 }
 
 /// Counts a connection open while it lives and closed once its socket is.
@@ -276,6 +243,15 @@ impl Drop for Open {
     fn drop(&mut self) {
         self.0.closes.fetch_add(1, SeqCst);
         self.0.open.send_modify(|n| *n -= 1);
+    }
+}
+
+/// A connection's task, as the accepting mode said: served, or held silent.
+async fn connection(stream: TcpStream, accepting: Accepting, proto: Proto, book: Arc<Book>) {
+    if accepting == Accepting::Silent {
+        silent(stream, book).await;
+    } else {
+        serve(stream, proto, book).await;
     }
 }
 
@@ -342,16 +318,7 @@ async fn serve(stream: TcpStream, proto: Proto, book: Arc<Book>) {
         let (conn, book) = (conn.clone(), book.clone());
         service_fn(move |req| handle(req, conn.clone(), book.clone()))
     };
-    let serving: Pin<Box<dyn Future<Output = ()> + Send>> = match proto {
-        Proto::Http1 => Box::pin(async move {
-            let _ = http1::Builder::new().serve_connection(io, svc).await;
-        }),
-        Proto::Http2 => Box::pin(async move {
-            let _ = http2::Builder::new(TokioExecutor::new())
-                .serve_connection(io, svc)
-                .await;
-        }),
-    };
+    let serving = serve_connection(io, proto, true, svc);
     // Aborting drops the connection, and with it the socket: reset.
     tokio::select! {
         biased;

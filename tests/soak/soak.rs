@@ -16,9 +16,9 @@ use crate::{
     },
     census,
     client::{Kind, Mode, Under, CONNECT_TIMEOUT, MAX_DELAY},
-    heap,
     load::{trigger, Counts, Load, LoadConfig},
     server::{Accepting, Book, Proto, Server, RESET_REQUEST, RESET_STREAM},
+    support::alloc::SlotLive,
 };
 
 const CALLERS: usize = 64;
@@ -62,10 +62,10 @@ struct LaneReport {
 }
 
 pub fn soak() {
-    crate::trace_init();
-    let slot = heap::new_slot();
+    crate::support::trace_init();
+    let slot = SlotLive::new_slot();
     let rt = runtime(slot);
-    heap::enter(slot);
+    SlotLive::enter(slot);
     let started = Instant::now();
     let (reports, growth) = rt.block_on(async {
         let tasks = census::tasks();
@@ -75,15 +75,15 @@ pub fn soak() {
             n <= tasks
         })
         .await;
-        let first = heap::live(slot);
+        let first = SlotLive::live(slot);
         let reports = round(started + TOTAL).await;
         census::settle("tasks", Duration::from_secs(20), census::tasks, |&n| {
             n <= tasks
         })
         .await;
-        (reports, heap::live(slot) - first)
+        (reports, SlotLive::live(slot) - first)
     });
-    heap::enter(0);
+    SlotLive::enter(0);
     let wall = started.elapsed();
     for ((kind, mode), lane) in LANES.iter().zip(&reports) {
         let case = |fault| Case {

@@ -1,6 +1,13 @@
 //! A scripted `MakeService` and a controllable connection, for tests that
-//! count dials, time attempts on a paused clock and break connections.
+//! count dials, time attempts on a paused clock and break connections; and,
+//! in its submodules, what several test binaries share besides.
 #![allow(dead_code, unreachable_pub)]
+
+pub mod alloc;
+pub mod echo;
+pub mod errors;
+pub mod net;
+pub mod server;
 
 use std::{
     collections::VecDeque,
