@@ -204,6 +204,34 @@ async fn close_fails_pending_calls_and_leaves_nothing() {
     assert!(shared.clone().oneshot(1).await.unwrap_err().is::<Closed>());
 }
 
+/// The task outlives close() while a clone holds a slot reserved before it, so a request sent into that slot is answered with Closed rather than stranded; the clone's call fails with Closed and the task then ends.
+#[tokio::test(start_paused = true)]
+async fn task_outlives_close_until_reserved_slots_are_given_back() {
+    let make = Make::new();
+    make.push([Dial::Connect]);
+    let before = alive_tasks();
+    let shared = spawn(layer(), &make, 8);
+    shared.watch().connected().await.unwrap();
+    let mut reserved = shared.clone();
+    ServiceExt::<u32>::ready(&mut reserved).await.unwrap();
+
+    shared.close();
+    settle().await;
+    assert_eq!(
+        alive_tasks(),
+        before + 1,
+        "the task still serves the queue while a slot is reserved"
+    );
+    let err = reserved.call(1).await.unwrap_err();
+    assert!(err.is::<Closed>(), "{err:?}");
+    settle().await;
+    assert_eq!(
+        alive_tasks(),
+        before,
+        "the task ended once the slot was given back"
+    );
+}
+
 /// Dropping the last handle closes the connection and ends the task.
 #[tokio::test(start_paused = true)]
 async fn dropping_the_last_handle_closes() {

@@ -81,6 +81,9 @@ use crate::{error::NotReady, ConnectionWatch, Reconnect};
 /// [`close`](Self::close), or dropping the last handle, stops the task: the
 /// connection is dropped, the watch publishes `Closed` once, queued requests
 /// fail with [`Closed`](crate::error::Closed), and so does every later call.
+/// A clone that reserved a queue slot (`poll_ready`) before the close gets
+/// `Closed` too: the task lives on, holding nothing but the queue, until
+/// every such slot is used or given back, so no request is stranded in it.
 /// A panic in the make service or the connection's `poll_ready`/`call` ends
 /// the task the same way: callers get `Closed`, never a hang.
 ///

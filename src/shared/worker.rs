@@ -97,6 +97,21 @@ where
         self.service = None;
     }
 
+    /// After `close`: fails every request still sent into the queue (a
+    /// handle may have reserved a slot before the close and send after it)
+    /// until the queue is empty and no slot is reserved; then `Ready`.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(msg)) => {
+                    let _ = msg.tx.send(Err(self.handle.closed_error()));
+                }
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
     /// The next request: the one held back, or a new one from the queue.
     fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Msg<M, T, Req>>> {
         if let Some(msg) = self.current.take() {
@@ -120,14 +135,14 @@ where
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let this = self;
         if this.service.is_none() {
-            return Poll::Ready(());
+            return this.poll_drain(cx);
         }
         // Once per wake-up, not per request: a signal sent later wakes the
         // task again (and `close()` has already marked every handle closed).
         let signals = this.handle.signal.take(&mut this.registered, cx);
         if signals & CLOSE != 0 {
             this.close(Closed::new(None));
-            return Poll::Ready(());
+            return this.poll_drain(cx);
         }
         if signals & RESET_BACKOFF != 0 {
             if let Some(service) = &mut this.service {
@@ -141,7 +156,7 @@ where
                     Poll::Ready(Some(msg)) => this.current = Some(msg),
                     Poll::Ready(None) => {
                         this.close(Closed::new(None));
-                        return Poll::Ready(());
+                        return this.poll_drain(cx);
                     }
                     Poll::Pending => return Poll::Pending,
                 }
@@ -157,7 +172,7 @@ where
                 Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(error)) => {
                     this.close(Closed::new(Some(Arc::from(error))));
-                    return Poll::Ready(());
+                    return this.poll_drain(cx);
                 }
                 Poll::Pending => return Poll::Pending,
             }
@@ -165,7 +180,7 @@ where
                 Poll::Ready(Some(msg)) => msg,
                 Poll::Ready(None) => {
                     this.close(Closed::new(None));
-                    return Poll::Ready(());
+                    return this.poll_drain(cx);
                 }
                 Poll::Pending => return Poll::Pending,
             };
