@@ -13,15 +13,12 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    task::{Context, Poll, Waker},
+    task::{Context, Poll},
     time::Duration,
 };
 
+use futures_util::task::AtomicWaker;
 use tokio::time::{sleep_until, Instant, Sleep};
-
-/// How much earlier than a retry time its timer is armed: just under the
-/// timer's one-millisecond resolution (see `attempt_failed`).
-const TIMER_SLACK: Duration = Duration::from_nanos(999_999);
 use tower::BoxError;
 
 use crate::{
@@ -30,6 +27,10 @@ use crate::{
     layer::{Classifier, Config},
     watch::{ConnectionWatch, Phase, Publisher},
 };
+
+/// How much earlier than a retry time its timer is armed: just under the
+/// timer's one-millisecond resolution (see `attempt_failed`).
+const TIMER_SLACK: Duration = Duration::from_nanos(999_999);
 
 pub(crate) enum State<F, S> {
     /// No connection, no attempt: before the first demand.
@@ -93,7 +94,7 @@ pub(crate) struct Detector {
     /// The task that last polled for readiness: a report wakes it, so an
     /// owner that polls only when woken (the shared worker) drops the dead
     /// connection at once, as it would on a `poll_ready` error.
-    waker: Mutex<Option<Waker>>,
+    waker: AtomicWaker,
 }
 
 /// What a response future carries to report a fatal error.
@@ -111,10 +112,7 @@ impl Report {
             self.detector
                 .lost
                 .fetch_max(self.generation, Ordering::AcqRel);
-            let waker = self.detector.waker.lock().ok().and_then(|mut w| w.take());
-            if let Some(waker) = waker {
-                waker.wake();
-            }
+            self.detector.waker.wake();
         }
     }
 }
@@ -142,7 +140,7 @@ impl<F, S> Machine<F, S> {
                 classifier,
                 lost: AtomicU64::new(0),
                 message: Mutex::new(None),
-                waker: Mutex::new(None),
+                waker: AtomicWaker::new(),
             })
         });
         Self {
@@ -349,11 +347,8 @@ impl<F, S> Machine<F, S> {
     /// Leaves the polling task's waker for a fatal error report. Called
     /// before looking for one, so a report in between is not missed.
     pub(crate) fn await_report(&self, cx: &Context<'_>) {
-        let Some(Ok(mut slot)) = self.detector.as_ref().map(|d| d.waker.lock()) else {
-            return;
-        };
-        if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            *slot = Some(cx.waker().clone());
+        if let Some(detector) = &self.detector {
+            detector.waker.register(cx.waker());
         }
     }
 

@@ -8,7 +8,11 @@
 
 use std::{
     future::poll_fn,
-    task::{Poll, Waker},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed},
+        Arc as StdArc,
+    },
+    task::{Context, Poll, Wake, Waker},
 };
 
 use loom::{sync::Arc, thread};
@@ -85,8 +89,14 @@ fn two_senders_are_both_seen() {
     });
 }
 
+/// Whether some execution of the model below saw the worker take the two
+/// signals in two wake-ups (the case its name is about), rather than both
+/// at once.
+static TOOK_THEM_APART: AtomicBool = AtomicBool::new(false);
+
 /// A signal sent after the worker has already taken one, while it waits
-/// again with its waker still registered, wakes it a second time.
+/// again with its waker still registered, wakes it a second time; and loom
+/// does reach that interleaving.
 #[test]
 fn a_second_signal_wakes_a_worker_that_already_took_one() {
     model(|| {
@@ -111,29 +121,61 @@ fn a_second_signal_wakes_a_worker_that_already_took_one() {
                 Poll::Pending
             }
         }));
-        assert!(takes_with_bits >= 1);
+        assert_eq!(seen, RESET_BACKOFF | CLOSE, "the reset was not lost");
+        if takes_with_bits == 2 {
+            TOOK_THEM_APART.store(true, Relaxed);
+        }
         sender.join().unwrap();
     });
+    assert!(
+        TOOK_THEM_APART.load(Relaxed),
+        "no execution had the worker wait between the two signals"
+    );
 }
 
-/// Unregistering while a handle signals neither panics nor leaves the
-/// worker's waker behind.
+/// Counts the wake-ups of a task, outside loom's model.
+#[derive(Default)]
+struct CountingWaker(AtomicUsize);
+
+impl Wake for CountingWaker {
+    fn wake(self: StdArc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &StdArc<Self>) {
+        self.0.fetch_add(1, Relaxed);
+    }
+}
+
+/// Unregistering, even while a handle signals, leaves no waker behind: the
+/// signal holds no clone of it, and a later send wakes nothing.
 #[test]
 fn unregister_racing_a_send_leaves_no_waker() {
     model(|| {
         let signal = Arc::new(Signal::default());
+        let counter = StdArc::new(CountingWaker::default());
+        let waker = Waker::from(counter.clone());
+        let mut registered: Option<Waker> = None;
+        let _ = signal.take(&mut registered, &mut Context::from_waker(&waker));
+
         let handle = signal.clone();
         let sender = thread::spawn(move || handle.send(CLOSE));
-        let mut registered: Option<Waker> = None;
-        loom::future::block_on(poll_fn(|cx| {
-            signal.take(&mut registered, cx);
-            Poll::Ready(())
-        }));
         signal.unregister();
         sender.join().unwrap();
+
         drop(registered);
-        // Only this thread's copy of the signal is left: no waker inside
-        // keeps the finished task alive.
-        assert_eq!(Arc::strong_count(&signal), 1);
+        drop(waker);
+        assert_eq!(
+            StdArc::strong_count(&counter),
+            1,
+            "the signal still holds the worker's waker"
+        );
+        let woken = counter.0.load(Relaxed);
+        signal.send(RESET_BACKOFF);
+        assert_eq!(
+            counter.0.load(Relaxed),
+            woken,
+            "a send after unregister woke the worker"
+        );
     });
 }

@@ -7,7 +7,7 @@ use redial::{
     error::{Closed, GaveUp, Unavailable},
     Backoff, Phase, ReconnectLayer, Shared,
 };
-use support::{advance_ms, errors::find, Dial, Make};
+use support::{advance_ms, errors::find, net::alive_tasks, Dial, Make};
 use tokio::time::Instant;
 use tokio_test::{assert_pending, assert_ready_ok, task};
 use tower::{Layer, Service, ServiceExt};
@@ -27,12 +27,6 @@ async fn settle() {
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
-}
-
-fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks()
 }
 
 /// The handle connects as soon as it is built, without a request.

@@ -26,10 +26,19 @@ pub(crate) struct QueueTx<T> {
     /// The slow path, made the first time the queue was full (boxed: most
     /// handles never need it).
     slow: Option<Box<PollSender<T>>>,
-    /// A reservation is under way on the slow path, or made there.
-    waiting: bool,
-    /// The slow path's reservation is made: `send_item` may be called.
-    reserved_slow: bool,
+    /// Where a reservation on the slow path stands.
+    slow_state: Slow,
+}
+
+/// A reservation on the slow path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slow {
+    /// None: the fast path is tried first.
+    Unused,
+    /// Under way: keep polling the `PollSender`.
+    Waiting,
+    /// Made: `send_item` may be called.
+    Reserved,
 }
 
 /// The queue is closed: the worker is gone or closing.
@@ -42,15 +51,14 @@ impl<T> QueueTx<T> {
             tx: Some(tx),
             permit: None,
             slow: None,
-            waiting: false,
-            reserved_slow: false,
+            slow_state: Slow::Unused,
         }
     }
 
     /// Whether a slot is reserved, so that `send` will send.
     #[inline]
     pub(crate) fn is_reserved(&self) -> bool {
-        self.permit.is_some() || self.reserved_slow
+        self.permit.is_some() || self.slow_state == Slow::Reserved
     }
 }
 
@@ -62,7 +70,7 @@ impl<T: Send + 'static> QueueTx<T> {
         if self.is_reserved() {
             return Poll::Ready(Ok(()));
         }
-        if !self.waiting {
+        if self.slow_state == Slow::Unused {
             let Some(tx) = self.tx.take() else {
                 return Poll::Ready(Err(QueueClosed));
             };
@@ -77,7 +85,7 @@ impl<T: Send + 'static> QueueTx<T> {
                 }
                 Err(TrySendError::Full(tx)) => {
                     self.tx = Some(tx);
-                    self.waiting = true;
+                    self.slow_state = Slow::Waiting;
                 }
             }
         }
@@ -92,8 +100,11 @@ impl<T: Send + 'static> QueueTx<T> {
             (None, None) => return Poll::Ready(Err(QueueClosed)),
         };
         let reserved = ready!(slow.poll_reserve(cx));
-        self.reserved_slow = reserved.is_ok();
-        self.waiting = self.reserved_slow;
+        self.slow_state = if reserved.is_ok() {
+            Slow::Reserved
+        } else {
+            Slow::Unused
+        };
         Poll::Ready(reserved.map_err(|_| QueueClosed))
     }
 
@@ -105,9 +116,9 @@ impl<T: Send + 'static> QueueTx<T> {
             self.tx = Some(permit.send(item));
             return Ok(());
         }
-        match &mut self.slow {
-            Some(slow) if std::mem::take(&mut self.reserved_slow) => {
-                self.waiting = false;
+        match (&mut self.slow, self.slow_state) {
+            (Some(slow), Slow::Reserved) => {
+                self.slow_state = Slow::Unused;
                 slow.send_item(item).map_err(|_| QueueClosed)
             }
             _ => Err(QueueClosed),
@@ -118,8 +129,8 @@ impl<T: Send + 'static> QueueTx<T> {
     pub(crate) fn abort(&mut self) {
         if let Some(permit) = self.permit.take() {
             self.tx = Some(permit.release());
-        } else if std::mem::take(&mut self.waiting) {
-            self.reserved_slow = false;
+        } else if self.slow_state != Slow::Unused {
+            self.slow_state = Slow::Unused;
             if let Some(slow) = &mut self.slow {
                 slow.abort_send();
             }

@@ -24,9 +24,12 @@ use crate::{
     },
     invariants::{check_attempts, check_end, check_requests},
     netns::BlackHole,
-    resources::{alive_tasks, guard, lock, open_fds, runtime, settle, sockets_at},
+    resources::{guard, lock, open_fds, runtime, sockets_at},
     server::{Behaviour, FaultServer, Proto},
-    support::alloc::ThreadLive,
+    support::{
+        alloc::ThreadLive,
+        net::{alive_tasks, settle},
+    },
     table::print_table,
 };
 
@@ -357,8 +360,14 @@ async fn round(case: Case) -> Summary {
     target.server.as_mut().unwrap().stop().await;
     let hole = target.hole.as_ref().map(BlackHole::kind);
     drop(target);
-    settle("tasks end", || alive_tasks() == tasks).await;
-    settle("sockets close", || sockets_at(addr).is_empty()).await;
+    settle("tasks end", GRACE, alive_tasks, |&n| n == tasks).await;
+    settle(
+        "sockets close",
+        GRACE,
+        || sockets_at(addr),
+        |s| s.is_empty(),
+    )
+    .await;
 
     Summary {
         requests: tally.requests,

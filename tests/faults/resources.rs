@@ -8,10 +8,6 @@ use std::{
     time::Duration,
 };
 
-use tokio::time::{sleep, Instant};
-
-use crate::harness::GRACE;
-
 /// Every test of this binary holds this lock, so the whole-process counts
 /// (open file descriptors) of one are not disturbed by another.
 pub fn lock() -> MutexGuard<'static, ()> {
@@ -67,21 +63,6 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-pub fn alive_tasks() -> usize {
-    tokio::runtime::Handle::current()
-        .metrics()
-        .num_alive_tasks()
-}
-
-/// Waits, up to `GRACE`, until `done` holds; panics saying `what` if not.
-pub async fn settle(what: &str, mut done: impl FnMut() -> bool) {
-    let by = Instant::now() + GRACE;
-    while !done() {
-        assert!(Instant::now() < by, "not settled within {GRACE:?}: {what}");
-        sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Fails the case instead of hanging.

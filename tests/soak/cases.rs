@@ -16,7 +16,10 @@ use crate::{
     client::{Kind, Mode, Under, CONNECT_TIMEOUT, LOG_SLACK, MAX_DELAY},
     load::{guarded, trigger, Counts, Load, LoadConfig, Tally},
     server::{Book, Proto, Server, RESET_REQUEST, RESET_STREAM},
-    support::alloc::SlotLive,
+    support::{
+        alloc::SlotLive,
+        net::{alive_tasks, settle},
+    },
 };
 
 /// A connection this old has outlived the first retry delay (100 ms): it
@@ -101,12 +104,12 @@ where
     SlotLive::enter(slot);
     let (report, growth, wall) = rt.block_on(async {
         let started = Instant::now();
-        let tasks = census::tasks();
+        let tasks = alive_tasks();
         let mut report = round().await;
-        census::settle("tasks", HANG, census::tasks, |&n| n <= tasks).await;
+        settle("tasks", HANG, alive_tasks, |&n| n <= tasks).await;
         let first = SlotLive::live(slot);
         report.merge(&round().await);
-        census::settle("tasks", HANG, census::tasks, |&n| n <= tasks).await;
+        settle("tasks", HANG, alive_tasks, |&n| n <= tasks).await;
         let second = SlotLive::live(slot);
         (report, second - first, started.elapsed())
     });
@@ -215,7 +218,7 @@ pub async fn close_and_check(case: &Case, under: Under, mut server: Server) {
     assert_eq!(book.closes(), book.accepts(), "{case:?}");
     server.stop().await;
     let port = server.port();
-    census::settle("sockets", HANG, || census::sockets_on(port), |&n| n == 0).await;
+    settle("sockets", HANG, || census::sockets_on(port), |&n| n == 0).await;
 }
 
 /// A healthy connection: up, serving, and older than [`PROVEN`].

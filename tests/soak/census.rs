@@ -7,9 +7,7 @@
 //! the case's server port at either end (the server's listener and accepted
 //! sockets, the client's dialled ones): exact, whatever else runs.
 
-use std::{collections::HashSet, fs, sync::Mutex, time::Duration};
-
-use tokio::{runtime::Handle, time::Instant};
+use std::{collections::HashSet, fs, sync::Mutex};
 
 /// Serializes the reads of `/proc`: a census walks the descriptor table
 /// while other threads open and close descriptors, and two censuses at once
@@ -63,32 +61,4 @@ pub fn sockets_on(port: u16) -> usize {
         })
         .filter(|inode| inodes.contains(inode))
         .count()
-}
-
-/// The tasks alive on the current runtime.
-pub fn tasks() -> usize {
-    Handle::current().metrics().num_alive_tasks()
-}
-
-/// Waits (on the real clock) until `done` holds, polling every few
-/// milliseconds: sockets closing and tasks ending have no event to wait
-/// on. Panics with `what` and the last value after `limit`.
-pub async fn settle<T: std::fmt::Debug>(
-    what: &str,
-    limit: Duration,
-    mut probe: impl FnMut() -> T,
-    done: impl Fn(&T) -> bool,
-) {
-    let until = Instant::now() + limit;
-    loop {
-        let value = probe();
-        if done(&value) {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "{what}: still {value:?} after {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }

@@ -14,11 +14,13 @@ use crate::{
         check_errors, check_requests, close_and_check, guard, healthy, print_row, runtime, Case,
         Report, DOWN, HEAP_SLACK, PROVEN,
     },
-    census,
     client::{Kind, Mode, Under, CONNECT_TIMEOUT, MAX_DELAY},
     load::{trigger, Counts, Load, LoadConfig},
     server::{Accepting, Book, Proto, Server, RESET_REQUEST, RESET_STREAM},
-    support::alloc::SlotLive,
+    support::{
+        alloc::SlotLive,
+        net::{alive_tasks, settle},
+    },
 };
 
 const CALLERS: usize = 64;
@@ -68,16 +70,16 @@ pub fn soak() {
     SlotLive::enter(slot);
     let started = Instant::now();
     let (reports, growth) = rt.block_on(async {
-        let tasks = census::tasks();
+        let tasks = alive_tasks();
         // The warm-up round: one cycle.
         round(Instant::now()).await;
-        census::settle("tasks", Duration::from_secs(20), census::tasks, |&n| {
+        settle("tasks", Duration::from_secs(20), alive_tasks, |&n| {
             n <= tasks
         })
         .await;
         let first = SlotLive::live(slot);
         let reports = round(started + TOTAL).await;
-        census::settle("tasks", Duration::from_secs(20), census::tasks, |&n| {
+        settle("tasks", Duration::from_secs(20), alive_tasks, |&n| {
             n <= tasks
         })
         .await;
