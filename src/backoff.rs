@@ -1,3 +1,8 @@
+//! The delays between connect attempts: [`Backoff`], the policy, and
+//! [`Delays`], one run of its schedule.
+//!
+//! [`Backoff`] is also at the crate root.
+
 use std::{
     collections::hash_map::RandomState,
     fmt,
@@ -18,8 +23,9 @@ type MakeDelays = dyn Fn() -> Box<dyn Iterator<Item = Duration> + Send + Sync> +
 ///
 /// # Presets
 ///
-/// - [`Backoff::default()`]: the seed's schedule: first retry after 2 s,
-///   then ×1.6 up to 120 s, each delay with ±20 % jitter.
+/// - [`Backoff::default()`]: first retry after 2 s (the fixed delay of
+///   Perl's `Message::Passing::Role::ConnectionManager`), then ×1.6 up to
+///   120 s, each delay with ±20 % jitter (gRPC's growth and spread).
 /// - [`Backoff::exponential(initial, max)`](Backoff::exponential): gRPC's
 ///   connection backoff, ×1.6 with ±20 % jitter, tunable with
 ///   [`multiplier`](Backoff::multiplier) and [`jitter`](Backoff::jitter).
@@ -80,8 +86,8 @@ impl Backoff {
     /// The jitter of [`Backoff::exponential`] and of the default, gRPC's.
     pub const DEFAULT_JITTER: f64 = 0.2;
 
-    /// The same delay before every retry, exactly: the seed's fixed
-    /// reconnect delay. Add [`jitter`](Backoff::jitter) to spread clients.
+    /// The same delay before every retry, exactly, as Perl's
+    /// `Message::Passing::Role::ConnectionManager` does. Add [`jitter`](Backoff::jitter) to spread clients.
     ///
     /// A zero delay is refused when the service is built.
     pub const fn constant(delay: Duration) -> Self {
@@ -198,7 +204,7 @@ impl Backoff {
             return Ok(());
         };
         if e.initial.is_zero() {
-            return Err(ConfigError::ZeroDelay);
+            return Err(ConfigError::DelayNotPositive);
         }
         if e.initial > e.max {
             return Err(ConfigError::InitialAboveMax {
@@ -207,10 +213,10 @@ impl Backoff {
             });
         }
         if !e.multiplier.is_finite() || e.multiplier < 1.0 {
-            return Err(ConfigError::Multiplier(e.multiplier));
+            return Err(ConfigError::MultiplierBelowOne(e.multiplier));
         }
         if !(0.0..=1.0).contains(&e.jitter) {
-            return Err(ConfigError::Jitter(e.jitter));
+            return Err(ConfigError::JitterOutOfRange(e.jitter));
         }
         Ok(())
     }
@@ -336,7 +342,7 @@ mod tests {
     }
 
     #[test]
-    fn default_is_the_seed_schedule_without_jitter() {
+    fn default_is_two_seconds_growing_by_1_6_up_to_120_s() {
         let delays: Vec<_> = Backoff::default().jitter(0.0).iter().take(12).collect();
         let expected = secs(&[
             2.0,
@@ -377,7 +383,7 @@ mod tests {
     #[test]
     fn validate_names_the_rule() {
         let zero = Backoff::constant(Duration::ZERO).validate();
-        assert_eq!(zero, Err(ConfigError::ZeroDelay));
+        assert_eq!(zero, Err(ConfigError::DelayNotPositive));
         let inverted = Backoff::exponential(Duration::from_secs(5), Duration::from_secs(1));
         assert!(matches!(
             inverted.validate(),
@@ -389,7 +395,7 @@ mod tests {
             "backoff jitter must be within 0.0..=1.0, got 1.5"
         );
         let nan = Backoff::default().multiplier(f64::NAN).validate();
-        assert!(matches!(nan, Err(ConfigError::Multiplier(_))));
+        assert!(matches!(nan, Err(ConfigError::MultiplierBelowOne(_))));
         assert_eq!(Backoff::default().validate(), Ok(()));
     }
 

@@ -275,12 +275,12 @@ impl Error for NotReady {}
 #[non_exhaustive]
 pub enum ConfigError {
     /// The connect timeout is zero, so no attempt could ever succeed.
-    ZeroConnectTimeout,
+    ConnectTimeoutNotPositive,
     /// `max_attempts` is zero, so the service could never connect.
-    ZeroMaxAttempts,
+    MaxAttemptsNotPositive,
     /// A backoff delay (the constant delay or the initial one) is zero,
     /// which would redial in a loop.
-    ZeroDelay,
+    DelayNotPositive,
     /// The backoff's initial delay is longer than its maximum delay.
     InitialAboveMax {
         /// The initial delay given.
@@ -289,30 +289,34 @@ pub enum ConfigError {
         max: Duration,
     },
     /// The backoff multiplier is below 1.0 or not a finite number.
-    Multiplier(f64),
+    MultiplierBelowOne(f64),
     /// The backoff jitter is outside `0.0..=1.0`.
-    Jitter(f64),
+    JitterOutOfRange(f64),
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::ZeroConnectTimeout => f.write_str("connect timeout must be greater than zero"),
-            Self::ZeroMaxAttempts => f.write_str("max_attempts must be at least 1"),
-            Self::ZeroDelay => {
+            Self::ConnectTimeoutNotPositive => {
+                f.write_str("connect timeout must be greater than zero")
+            }
+            Self::MaxAttemptsNotPositive => f.write_str("max_attempts must be at least 1"),
+            Self::DelayNotPositive => {
                 f.write_str("backoff delay must be greater than zero (zero would redial in a loop)")
             }
             Self::InitialAboveMax { initial, max } => write!(
                 f,
                 "backoff initial delay ({initial:?}) must not exceed its max delay ({max:?})"
             ),
-            Self::Multiplier(m) => {
+            Self::MultiplierBelowOne(m) => {
                 write!(
                     f,
                     "backoff multiplier must be a finite number >= 1.0, got {m}"
                 )
             }
-            Self::Jitter(j) => write!(f, "backoff jitter must be within 0.0..=1.0, got {j}"),
+            Self::JitterOutOfRange(j) => {
+                write!(f, "backoff jitter must be within 0.0..=1.0, got {j}")
+            }
         }
     }
 }

@@ -1,4 +1,7 @@
-//! Future types.
+//! The response future of [`Reconnect`](crate::Reconnect).
+//!
+//! The shared handle's is [`shared::ResponseFuture`](crate::shared::ResponseFuture),
+//! and the `http` connections' is `http::ResponseFuture`.
 
 use std::{
     fmt,
@@ -10,8 +13,7 @@ use std::{
 use pin_project_lite::pin_project;
 use tower::BoxError;
 
-pub use crate::shared::future::SharedFuture;
-use crate::state::Report;
+use crate::classify::Report;
 
 pin_project! {
     /// The response future of [`Reconnect`](crate::Reconnect): the inner

@@ -1,14 +1,16 @@
-use std::{error::Error, fmt, sync::Arc, time::Duration};
+use std::{borrow::Cow, error::Error, fmt, sync::Arc, time::Duration};
 
 use tower::{Layer, Service};
 
-use crate::{error::ConfigError, Backoff, Reconnect};
-
-pub(crate) type Classifier = dyn Fn(&(dyn Error + Send + Sync + 'static)) -> bool + Send + Sync;
+use crate::{
+    classify::Classifier, error::ConfigError, redact::Redacted, shared::SharedLayer, Backoff,
+    Reconnect,
+};
 
 /// Settings shared by every service a layer builds.
 #[derive(Clone)]
 pub(crate) struct Config {
+    pub(crate) name: Option<Cow<'static, str>>,
     pub(crate) connect_timeout: Duration,
     pub(crate) backoff: Backoff,
     pub(crate) wait_for_ready: bool,
@@ -19,10 +21,10 @@ pub(crate) struct Config {
 impl Config {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.connect_timeout.is_zero() {
-            return Err(ConfigError::ZeroConnectTimeout);
+            return Err(ConfigError::ConnectTimeoutNotPositive);
         }
         if self.max_attempts == Some(0) {
-            return Err(ConfigError::ZeroMaxAttempts);
+            return Err(ConfigError::MaxAttemptsNotPositive);
         }
         self.backoff.validate()
     }
@@ -31,7 +33,8 @@ impl Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            connect_timeout: ReconnectLayer::<()>::DEFAULT_CONNECT_TIMEOUT,
+            name: None,
+            connect_timeout: ReconnectLayer::DEFAULT_CONNECT_TIMEOUT,
             backoff: Backoff::default(),
             wait_for_ready: false,
             max_attempts: None,
@@ -43,6 +46,7 @@ impl Default for Config {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
+            .field("name", &self.name)
             .field("connect_timeout", &self.connect_timeout)
             .field("backoff", &self.backoff)
             .field("wait_for_ready", &self.wait_for_ready)
@@ -82,10 +86,20 @@ pub struct ReconnectLayer<T> {
 
 // ===== impl ReconnectLayer =====
 
-impl<T> ReconnectLayer<T> {
-    /// The default connect timeout, the seed's: 30 s.
+impl ReconnectLayer<()> {
+    /// The default connect timeout: 30 s, as in Perl's
+    /// `Message::Passing::Role::ConnectionManager`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use redial::ReconnectLayer;
+    ///
+    /// assert_eq!(ReconnectLayer::DEFAULT_CONNECT_TIMEOUT, Duration::from_secs(30));
+    /// ```
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+}
 
+impl<T> ReconnectLayer<T> {
     /// A layer that connects to `target`, with the defaults: 30 s connect
     /// timeout, [`Backoff::default()`], fail fast while disconnected, retry
     /// forever.
@@ -104,7 +118,8 @@ impl<T> ReconnectLayer<T> {
     ///
     /// It caps how long a request waits for the first connection and how
     /// long a black-holed peer holds an attempt. Set it above the slowest
-    /// healthy handshake you expect; gRPC uses 20 s, the seed 30 s.
+    /// healthy handshake you expect; gRPC uses 20 s, Perl's
+    /// `ConnectionManager` 30 s.
     ///
     /// Must be greater than zero. Default is 30 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
@@ -166,6 +181,53 @@ impl<T> ReconnectLayer<T> {
         self
     }
 
+    /// Sets the name this connection goes by in logs: every event redial logs
+    /// for it carries `name = …`, so that a process with many connections
+    /// can tell them apart. The target itself is never logged, since it may
+    /// carry credentials and redial asks no `Debug` of it.
+    ///
+    /// ```
+    /// use redial::ReconnectLayer;
+    ///
+    /// let layer = ReconnectLayer::new("10.0.0.7:5432").name("orders-db");
+    /// # let _ = layer;
+    /// ```
+    ///
+    /// Default is none: events carry no name.
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.config.name = Some(name.into());
+        self
+    }
+
+    /// Makes this layer build the clone-able, eager [`Shared`](crate::Shared)
+    /// handle with a queue of `bound` requests, as
+    /// [`Reconnect::spawn`](crate::Reconnect::spawn) does: the form to put in
+    /// a [`tower::ServiceBuilder`], as `BufferLayer` is for `Buffer`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// use std::convert::Infallible;
+    /// use redial::ReconnectLayer;
+    /// use tower::{service_fn, ServiceBuilder, ServiceExt};
+    ///
+    /// let connector = service_fn(|_: ()| async {
+    ///     Ok::<_, Infallible>(service_fn(|n: u32| async move { Ok::<_, Infallible>(n + 1) }))
+    /// });
+    /// let client = ServiceBuilder::new()
+    ///     .layer(ReconnectLayer::new(()).shared(1024))
+    ///     .service(connector);
+    /// assert_eq!(client.clone().oneshot(1).await?, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Building the service panics if `bound` is 0, if the settings are
+    /// invalid, or outside a tokio runtime.
+    pub fn shared<Req>(self, bound: usize) -> SharedLayer<T, Req> {
+        SharedLayer::new(self, bound)
+    }
+
     /// Checks the settings, returning the layer or the first rule broken.
     ///
     /// ```
@@ -173,7 +235,7 @@ impl<T> ReconnectLayer<T> {
     /// use redial::{error::ConfigError, ReconnectLayer};
     ///
     /// let err = ReconnectLayer::new(()).connect_timeout(Duration::ZERO).validate().unwrap_err();
-    /// assert_eq!(err, ConfigError::ZeroConnectTimeout);
+    /// assert_eq!(err, ConfigError::ConnectTimeoutNotPositive);
     /// assert_eq!(err.to_string(), "connect timeout must be greater than zero");
     /// ```
     pub fn validate(self) -> Result<Self, ConfigError> {
@@ -185,6 +247,14 @@ impl<T> ReconnectLayer<T> {
     pub fn target(&self) -> &T {
         &self.target
     }
+
+    #[track_caller]
+    pub(crate) fn build<M: Service<T>>(&self, make: M) -> Reconnect<M, T>
+    where
+        T: Clone,
+    {
+        Reconnect::with_config(make, self.target.clone(), self.config.clone())
+    }
 }
 
 impl<M: Service<T>, T: Clone> Layer<M> for ReconnectLayer<T> {
@@ -195,14 +265,15 @@ impl<M: Service<T>, T: Clone> Layer<M> for ReconnectLayer<T> {
     /// If the settings are invalid (see [`validate`](Self::validate)).
     #[track_caller]
     fn layer(&self, make: M) -> Self::Service {
-        Reconnect::with_config(make, self.target.clone(), self.config.clone())
+        self.build(make)
     }
 }
 
 impl<T: fmt::Debug> fmt::Debug for ReconnectLayer<T> {
+    /// Shows the target with any userinfo (`user:token@`) replaced by `***`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReconnectLayer")
-            .field("target", &self.target)
+            .field("target", &Redacted(&self.target))
             .field("config", &self.config)
             .finish()
     }

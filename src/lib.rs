@@ -108,20 +108,24 @@
 )]
 #![forbid(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod backoff;
+pub mod backoff;
+mod classify;
 pub mod error;
 pub mod future;
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 mod layer;
+mod redact;
 mod service;
-mod shared;
+pub mod shared;
 mod state;
 mod watch;
 
-pub use backoff::{Backoff, Delays};
+pub use backoff::Backoff;
 pub use layer::ReconnectLayer;
 pub use service::Reconnect;
-pub use shared::Shared;
+pub use shared::{Shared, SharedLayer};
 pub use watch::{ConnectionState, ConnectionWatch, Phase};

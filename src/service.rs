@@ -1,18 +1,11 @@
 use std::{
     fmt,
-    future::Future,
-    task::{ready, Context, Poll},
+    task::{Context, Poll},
 };
 
 use tower::{BoxError, Service};
 
-use crate::{
-    error::{cause, ConnectFailed, ConnectTimeout},
-    future::ResponseFuture,
-    layer::Config,
-    state::{Machine, State},
-    watch::ConnectionWatch,
-};
+use crate::{future::ResponseFuture, layer::Config, state::Machine, watch::ConnectionWatch};
 
 /// A [`Service`] that connects through a `MakeService`, bounds each attempt
 /// with a connect timeout, reconnects with backoff when the connection is
@@ -116,13 +109,12 @@ where
     }
 
     /// Drops the current connection, as if its `poll_ready` had failed (the
-    /// seed's `_set_connected(0)`): the watch shows it, and the next
-    /// `poll_ready` reconnects. Does nothing when not connected.
-    pub fn mark_disconnected(&mut self)
-    where
-        T: fmt::Debug,
-    {
-        self.machine.lost(None, &self.target);
+    /// `_set_connected(0)` of Perl's `Message::Passing::Role::ConnectionManager`):
+    /// use it when you learn the connection is broken in a way redial cannot
+    /// see. The watch shows it, and the next `poll_ready` reconnects. Does
+    /// nothing when not connected.
+    pub fn mark_disconnected(&mut self) {
+        self.machine.lost(None);
     }
 
     /// The make service.
@@ -147,114 +139,26 @@ where
     }
 }
 
-impl<M, T> Reconnect<M, T>
-where
-    M: Service<T>,
-    M::Error: Into<BoxError>,
-    T: Clone + fmt::Debug,
-{
-    /// Drives the running attempt: the make service's readiness, then its
-    /// future. `Ready(Ok)` once connected; the deadline is the caller's.
-    #[cold]
-    fn poll_attempt(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectFailed>> {
-        let m = &mut self.machine;
-        if let State::Preparing = m.state {
-            ready!(self.make.poll_ready(cx)).map_err(ConnectFailed::new)?;
-            let fut = self.make.call(self.target.clone());
-            m.state = State::Connecting { fut: Box::pin(fut) };
-        }
-        if let State::Connecting { fut } = &mut m.state {
-            let svc = ready!(fut.as_mut().poll(cx)).map_err(ConnectFailed::new)?;
-            m.connected(svc, &self.target);
-        }
-        Poll::Ready(Ok(()))
-    }
-
-    /// Everything but the steady path: connecting, waiting, reconnecting,
-    /// and a connection whose response errors are classified.
-    #[inline(never)]
-    fn poll_ready_slow<Req>(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>>
-    where
-        M::Response: Service<Req>,
-        <M::Response as Service<Req>>::Error: Into<BoxError>,
-    {
-        self.machine.await_report(cx);
-        loop {
-            let m = &mut self.machine;
-            if let Some(fatal) = m.reported_lost() {
-                m.lost(Some(fatal), &self.target);
-            }
-            match &mut m.state {
-                State::Connected { svc } => match svc.poll_ready(cx) {
-                    Poll::Ready(Ok(())) => {
-                        m.ready = true;
-                        return Poll::Ready(Ok(()));
-                    }
-                    Poll::Ready(Err(e)) => m.lost(Some(cause(e)), &self.target),
-                    Poll::Pending => return Poll::Pending,
-                },
-                State::Idle => m.start_attempt(&self.target),
-                State::Preparing | State::Connecting { .. } => match self.poll_attempt(cx) {
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(e)) => self.machine.attempt_failed(cause(e), &self.target),
-                    Poll::Pending => {
-                        let m = &mut self.machine;
-                        if m.poll_timer(cx).is_pending() {
-                            return m.pending();
-                        }
-                        let timeout = ConnectTimeout::new(m.config.connect_timeout);
-                        m.attempt_failed(cause(timeout), &self.target);
-                    }
-                },
-                State::Disconnected { retry_at } => {
-                    // The clock decides; the timer only wakes us.
-                    if tokio::time::Instant::now() >= *retry_at || m.poll_timer(cx).is_ready() {
-                        m.start_attempt(&self.target);
-                    } else {
-                        return m.pending();
-                    }
-                }
-                State::Closed { error } => return Poll::Ready(Err(error.clone().into())),
-            }
-        }
-    }
-}
-
 impl<M, T, S, Req> Service<Req> for Reconnect<M, T>
 where
     M: Service<T, Response = S>,
     M::Error: Into<BoxError>,
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    T: Clone + fmt::Debug,
+    T: Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // The steady path, kept small so it inlines: connected, no classifier.
-        let m = &mut self.machine;
-        let classifies = m.classifies();
-        if let (State::Connected { svc }, false) = (&mut m.state, classifies) {
-            match svc.poll_ready(cx) {
-                Poll::Ready(Ok(())) => {
-                    m.ready = true;
-                    return Poll::Ready(Ok(()));
-                }
-                Poll::Ready(Err(e)) => m.lost(Some(cause(e)), &self.target),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        self.poll_ready_slow(cx)
+        self.machine.poll_ready(cx, &mut self.make, &self.target)
     }
 
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let m = &mut self.machine;
-        match (std::mem::take(&mut m.ready), &mut m.state) {
-            (true, State::Connected { svc }) => ResponseFuture::new(svc.call(req), m.report()),
-            (ready, _) => ResponseFuture::failed(m.refusal(ready)),
-        }
+        self.machine.call(req)
     }
 }
 

@@ -279,16 +279,22 @@ fn validate_rejects_each_invalid_setting() {
                 max: secs(1),
             },
         ),
-        (Backoff::constant(Duration::ZERO), ConfigError::ZeroDelay),
-        (exp(0, 10), ConfigError::ZeroDelay),
-        (exp(0, 0), ConfigError::ZeroDelay),
-        (exp(1, 10).multiplier(0.5), ConfigError::Multiplier(0.5)),
+        (
+            Backoff::constant(Duration::ZERO),
+            ConfigError::DelayNotPositive,
+        ),
+        (exp(0, 10), ConfigError::DelayNotPositive),
+        (exp(0, 0), ConfigError::DelayNotPositive),
+        (
+            exp(1, 10).multiplier(0.5),
+            ConfigError::MultiplierBelowOne(0.5),
+        ),
         (
             exp(1, 10).multiplier(f64::INFINITY),
-            ConfigError::Multiplier(f64::INFINITY),
+            ConfigError::MultiplierBelowOne(f64::INFINITY),
         ),
-        (exp(1, 10).jitter(-0.1), ConfigError::Jitter(-0.1)),
-        (exp(1, 10).jitter(1.5), ConfigError::Jitter(1.5)),
+        (exp(1, 10).jitter(-0.1), ConfigError::JitterOutOfRange(-0.1)),
+        (exp(1, 10).jitter(1.5), ConfigError::JitterOutOfRange(1.5)),
     ];
     for (backoff, expected) in cases {
         assert_eq!(backoff.validate(), Err(expected.clone()), "{backoff:?}");
@@ -297,12 +303,12 @@ fn validate_rejects_each_invalid_setting() {
     }
     let nan = exp(1, 10).multiplier(f64::NAN).validate();
     assert!(
-        matches!(nan, Err(ConfigError::Multiplier(m)) if m.is_nan()),
+        matches!(nan, Err(ConfigError::MultiplierBelowOne(m)) if m.is_nan()),
         "{nan:?}"
     );
     let nan = exp(1, 10).jitter(f64::NAN).validate();
     assert!(
-        matches!(nan, Err(ConfigError::Jitter(j)) if j.is_nan()),
+        matches!(nan, Err(ConfigError::JitterOutOfRange(j)) if j.is_nan()),
         "{nan:?}"
     );
 

@@ -42,20 +42,20 @@ fn validate_names_each_rule() {
     let cases = [
         (
             base().connect_timeout(Duration::ZERO),
-            ConfigError::ZeroConnectTimeout,
+            ConfigError::ConnectTimeoutNotPositive,
         ),
-        (base().max_attempts(0), ConfigError::ZeroMaxAttempts),
+        (base().max_attempts(0), ConfigError::MaxAttemptsNotPositive),
         (
             base().backoff(Backoff::constant(Duration::ZERO)),
-            ConfigError::ZeroDelay,
+            ConfigError::DelayNotPositive,
         ),
         (
             base().backoff(Backoff::default().jitter(-0.1)),
-            ConfigError::Jitter(-0.1),
+            ConfigError::JitterOutOfRange(-0.1),
         ),
         (
             base().backoff(Backoff::default().multiplier(0.5)),
-            ConfigError::Multiplier(0.5),
+            ConfigError::MultiplierBelowOne(0.5),
         ),
         (
             base().backoff(Backoff::exponential(

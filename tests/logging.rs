@@ -68,6 +68,7 @@ async fn one_warning_per_outage() {
     let make = Make::new();
     make.push((0..10).map(|_| Dial::Fail("connection refused")));
     let mut svc = ReconnectLayer::new("db:5432")
+        .name("db")
         .backoff(Backoff::constant(std::time::Duration::from_secs(1)))
         .layer(make.clone());
     for _ in 0..10 {
@@ -81,7 +82,7 @@ async fn one_warning_per_outage() {
     let warns = events.at(Level::WARN);
     assert_eq!(warns.len(), 1, "{warns:?}");
     let (_, fields) = &warns[0];
-    for field in ["target", "attempt", "retry_in", "cause"] {
+    for field in ["name", "attempt", "retry_in", "cause"] {
         assert!(
             fields.iter().any(|f| f == field),
             "{field} missing: {fields:?}"

@@ -1,4 +1,4 @@
-//! The watch contract (SPEC §5): late subscribers, coalescing with counters, no same-phase wake-ups, `Closed` once, and the causes it carries.
+//! The watch contract: late subscribers, coalescing with counters, no same-phase wake-ups, `Closed` once, and the causes it carries.
 mod support;
 
 use std::{error::Error, future::Future, pin::Pin, time::Duration};

@@ -13,8 +13,8 @@ use crate::error::Closed;
 
 pin_project! {
     /// The response future of [`Shared`](crate::Shared): waits for the
-    /// worker to send the request, then for the response.
-    pub struct SharedFuture<F> {
+    /// task to send the request, then for the response.
+    pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
     }
@@ -29,7 +29,7 @@ pin_project! {
     }
 }
 
-impl<F> SharedFuture<F> {
+impl<F> ResponseFuture<F> {
     pub(crate) fn new(rx: Rx<F>) -> Self {
         Self {
             state: State::Queued { rx },
@@ -43,47 +43,44 @@ impl<F> SharedFuture<F> {
     }
 }
 
-impl<F, T, E> Future for SharedFuture<F>
+impl<F, T, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
 {
     type Output = Result<T, BoxError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let fut = match self.as_mut().project().state.project() {
-            StateProj::Sent { fut } => return fut.poll(cx).map_err(Into::into),
-            StateProj::Queued { rx } => match ready!(Pin::new(rx).poll(cx)) {
-                Ok(Ok(fut)) => fut,
-                Ok(Err(error)) => return Poll::Ready(Err(error)),
-                // The worker went away without answering: it panicked or
-                // its runtime shut down. The watch shows `Closed`.
-                Err(_) => return Poll::Ready(Err(Box::new(Closed::new(None)))),
-            },
-            StateProj::Failed { error } => {
-                return Poll::Ready(Err(error
-                    .take()
-                    .expect("SharedFuture polled after completion")))
-            }
-        };
-        // Sent: poll the response future at once, in this same poll.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
-        state.set(State::Sent { fut });
-        match state.project() {
-            StateProj::Sent { fut } => fut.poll(cx).map_err(Into::into),
-            _ => unreachable!("just set"),
+        loop {
+            match state.as_mut().project() {
+                StateProj::Sent { fut } => return fut.poll(cx).map_err(Into::into),
+                StateProj::Queued { rx } => match ready!(Pin::new(rx).poll(cx)) {
+                    // Sent: the response future is polled in this same poll.
+                    Ok(Ok(fut)) => state.set(State::Sent { fut }),
+                    Ok(Err(error)) => return Poll::Ready(Err(error)),
+                    // The task went away without answering: it panicked or
+                    // its runtime shut down. The watch shows `Closed`.
+                    Err(_) => return Poll::Ready(Err(Box::new(Closed::new(None)))),
+                },
+                StateProj::Failed { error } => {
+                    return Poll::Ready(Err(error
+                        .take()
+                        .expect("ResponseFuture polled after completion")))
+                }
+            }
         }
     }
 }
 
-impl<F> fmt::Debug for SharedFuture<F> {
+impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Queued { .. } => "queued",
             State::Sent { .. } => "sent",
             State::Failed { .. } => "failed",
         };
-        f.debug_struct("SharedFuture")
+        f.debug_struct("ResponseFuture")
             .field("state", &state)
             .finish()
     }

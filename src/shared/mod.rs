@@ -1,19 +1,17 @@
 //! The clone-able, eager form: one task owns the [`Reconnect`] and serves
 //! every clone of a [`Shared`] handle.
+//!
+//! [`Shared`] and [`SharedLayer`] are also at the crate root;
+//! [`ResponseFuture`] is the handle's response future.
 
-pub(crate) mod future;
+mod future;
+mod layer;
 mod message;
 mod queue;
 mod signal;
 mod worker;
 
-/// The primitives of [`signal`]; `tests/loom.rs` swaps in loom's.
-mod sync {
-    pub(crate) use std::sync::{
-        atomic::{AtomicU8, Ordering},
-        Mutex,
-    };
-}
+pub use self::{future::ResponseFuture, layer::SharedLayer};
 
 use std::{
     fmt,
@@ -25,10 +23,9 @@ use tokio::sync::{mpsc, oneshot};
 use tower::{BoxError, Service};
 
 use self::{
-    future::SharedFuture,
     message::Message,
     queue::QueueTx,
-    signal::{CLOSE, RESET_BACKOFF},
+    signal::{CLOSE, MARK_DISCONNECTED, RESET_BACKOFF},
     worker::{Handle, Worker},
 };
 use crate::{error::NotReady, ConnectionWatch, Reconnect};
@@ -36,7 +33,9 @@ use crate::{error::NotReady, ConnectionWatch, Reconnect};
 /// A clone-able handle on one [`Reconnect`] owned by a background task: the
 /// connection manager many callers share.
 ///
-/// Made with [`Reconnect::spawn`] (eager) or [`Reconnect::spawn_lazy`]. The
+/// Made with [`Reconnect::spawn`] (eager), [`Reconnect::spawn_lazy`], or
+/// [`ReconnectLayer::shared`](crate::ReconnectLayer::shared) inside a
+/// `ServiceBuilder`. The
 /// task connects as soon as it starts (or, lazily, at the first request),
 /// reconnects in the background, and sends each request it is handed to the
 /// connection. Every clone reaches the same connection and the same
@@ -219,6 +218,16 @@ impl<Req, F> Shared<Req, F> {
         self.handle().signal.send(RESET_BACKOFF);
     }
 
+    /// Drops the current connection, for every clone, as
+    /// [`Reconnect::mark_disconnected`] does: use it when you learn the
+    /// connection is broken in a way redial cannot see. The task drops it
+    /// at its next wake-up, at once; the watch shows the loss and the
+    /// reconnect follows the usual rules. Requests the task already sent
+    /// are not cancelled. Does nothing when not connected.
+    pub fn mark_disconnected(&self) {
+        self.handle().signal.send(MARK_DISCONNECTED);
+    }
+
     /// Closes the connection for every clone: from now on `poll_ready` and
     /// queued requests fail with [`Closed`](crate::error::Closed); the task
     /// then drops the connection and the watch shows `Closed` (await
@@ -244,7 +253,7 @@ where
 {
     type Response = T;
     type Error = BoxError;
-    type Future = SharedFuture<F>;
+    type Future = ResponseFuture<F>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         if self.handle().is_closed() {
@@ -257,19 +266,19 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         if !self.tx.is_reserved() {
-            return SharedFuture::failed(Box::new(NotReady::new()));
+            return ResponseFuture::failed(Box::new(NotReady::new()));
         }
         if self.handle().is_closed() {
             // Reserved before the close: the worker may be gone, and a
             // message sent now would wait for an answer forever.
             self.tx.abort();
-            return SharedFuture::failed(self.handle().closed_error());
+            return ResponseFuture::failed(self.handle().closed_error());
         }
         let (tx, rx) = oneshot::channel();
         let span = tracing::Span::current();
         match self.tx.send(Message { request, tx, span }) {
-            Ok(()) => SharedFuture::new(rx),
-            Err(_) => SharedFuture::failed(self.handle().closed_error()),
+            Ok(()) => ResponseFuture::new(rx),
+            Err(_) => ResponseFuture::failed(self.handle().closed_error()),
         }
     }
 }

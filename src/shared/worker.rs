@@ -1,7 +1,7 @@
 use std::{
     fmt,
     sync::{Arc, OnceLock},
-    task::{Context, Poll, Waker},
+    task::{ready, Context, Poll},
 };
 
 use tokio::sync::mpsc;
@@ -9,15 +9,15 @@ use tower::{BoxError, Service};
 
 use super::{
     message::Message,
-    signal::{Signal, CLOSE, RESET_BACKOFF},
+    signal::{Signal, CLOSE, MARK_DISCONNECTED, RESET_BACKOFF},
 };
 use crate::{error::Closed, Reconnect};
 
 /// A queued request to a `Reconnect<M, T>`.
 type Msg<M, T, Req> = Message<Req, <Reconnect<M, T> as Service<Req>>::Future>;
 
-/// What the handles and the worker share: whether the connection is closed
-/// and why, and the handles' requests to the worker.
+/// What the handles and the task share: whether the connection is closed
+/// and why, and the handles' requests to the task.
 #[derive(Debug, Default)]
 pub(crate) struct Handle {
     closed: OnceLock<Closed>,
@@ -44,22 +44,27 @@ impl Handle {
 
 /// The task that owns the [`Reconnect`]: it drives connecting and
 /// reconnecting whether or not requests arrive, and calls the service for
-/// each queued request.
+/// each queued request. Shaped like tower's buffer worker.
 pub(crate) struct Worker<M, T, Req>
 where
     M: Service<T>,
     Reconnect<M, T>: Service<Req>,
 {
-    /// `None` once closed: the connection is gone with it.
+    /// `None` once closed: the connection went with it.
     service: Option<Reconnect<M, T>>,
-    /// A request received before the service was ready.
-    current: Option<Msg<M, T, Req>>,
-    rx: mpsc::Receiver<Msg<M, T, Req>>,
-    /// The waker registered with the handles' [`Signal`].
-    registered: Option<Waker>,
-    /// Whether the service is driven before the first request.
-    started: bool,
+    inbox: Inbox<Msg<M, T, Req>>,
     handle: Arc<Handle>,
+}
+
+/// The queue's receiving end.
+struct Inbox<Msg> {
+    rx: mpsc::Receiver<Msg>,
+    /// A request received before the service was ready (a lazy task's
+    /// first).
+    held: Option<Msg>,
+    /// Whether the service is driven yet: from the start when eager, from
+    /// the first request when lazy.
+    started: bool,
 }
 
 impl<M, T, Req> Worker<M, T, Req>
@@ -75,126 +80,110 @@ where
     ) -> Self {
         Self {
             service: Some(service),
-            current: None,
-            rx,
-            registered: None,
-            started: eager,
+            inbox: Inbox {
+                rx,
+                held: None,
+                started: eager,
+            },
             handle,
         }
     }
 
-    /// Closes for good: refuses new requests, fails the queued ones with
-    /// `Closed`, and drops the connection (the watch publishes `Closed`).
-    fn close(&mut self, error: Closed) {
-        self.handle.set_closed(error);
-        self.rx.close();
-        if let Some(msg) = self.current.take() {
-            let _ = msg.tx.send(Err(self.handle.closed_error()));
-        }
-        while let Ok(msg) = self.rx.try_recv() {
-            let _ = msg.tx.send(Err(self.handle.closed_error()));
-        }
-        self.service = None;
-    }
-
-    /// After `close`: fails every request still sent into the queue (a
-    /// handle may have reserved a slot before the close and send after it)
-    /// until the queue is empty and no slot is reserved; then `Ready`.
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(msg)) => {
-                    let _ = msg.tx.send(Err(self.handle.closed_error()));
-                }
-                Poll::Ready(None) => return Poll::Ready(()),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-
-    /// The next request: the one held back, or a new one from the queue.
-    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Msg<M, T, Req>>> {
-        if let Some(msg) = self.current.take() {
-            return Poll::Ready(Some(msg));
-        }
-        self.rx.poll_recv(cx)
-    }
-}
-
-impl<M, T, Req> Worker<M, T, Req>
-where
-    M: Service<T>,
-    Reconnect<M, T>: Service<Req, Error = BoxError>,
-{
-    /// Runs until closed. An `async fn` holds the worker in its own pinned
-    /// state, so neither the service nor the requests need be `Unpin`.
+    /// Runs until closed and drained. An `async fn` holds the worker in its
+    /// own pinned state, so neither the service nor the requests need be
+    /// `Unpin`.
     pub(crate) async fn run(mut self) {
         std::future::poll_fn(|cx| self.poll_step(cx)).await
     }
 
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self;
-        if this.service.is_none() {
-            return this.poll_drain(cx);
+        if let Some(service) = &mut self.service {
+            let error = ready!(serve(service, &mut self.inbox, &self.handle.signal, cx));
+            self.failed(error);
         }
-        // Once per wake-up, not per request: a signal sent later wakes the
-        // task again (and `close()` has already marked every handle closed).
-        let signals = this.handle.signal.take(&mut this.registered, cx);
-        if signals & CLOSE != 0 {
-            this.close(Closed::new(None));
-            return this.poll_drain(cx);
+        self.poll_drain(cx)
+    }
+
+    /// Closes for good: refuses new requests, fails the queued ones with
+    /// `Closed`, and drops the connection (the watch publishes `Closed`).
+    fn failed(&mut self, error: Closed) {
+        self.handle.set_closed(error);
+        self.service = None;
+        self.inbox.rx.close();
+        if let Some(msg) = self.inbox.held.take() {
+            let _ = msg.tx.send(Err(self.handle.closed_error()));
         }
-        if signals & RESET_BACKOFF != 0 {
-            if let Some(service) = &mut this.service {
-                service.reset_backoff();
-            }
+    }
+
+    /// After closing: fails every request still in the queue, and every one
+    /// sent into a slot a handle reserved before the close, until the queue
+    /// is empty and no slot is reserved; then `Ready`, and the task ends.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while let Some(msg) = ready!(self.inbox.rx.poll_recv(cx)) {
+            let _ = msg.tx.send(Err(self.handle.closed_error()));
         }
-        loop {
-            if !this.started {
-                // Lazy: wait for the first request before connecting.
-                match this.rx.poll_recv(cx) {
-                    Poll::Ready(Some(msg)) => this.current = Some(msg),
-                    Poll::Ready(None) => {
-                        this.close(Closed::new(None));
-                        return this.poll_drain(cx);
-                    }
-                    Poll::Pending => return Poll::Pending,
-                }
-                this.started = true;
-            }
-            let Some(service) = &mut this.service else {
-                return Poll::Ready(());
-            };
-            // Polled whether or not a request waits: this is what connects
-            // eagerly, runs the retry timer, and notices an idle connection
-            // closing (the connection's `poll_ready` holds our waker).
-            match service.poll_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(error)) => {
-                    this.close(Closed::new(Some(Arc::from(error))));
-                    return this.poll_drain(cx);
-                }
-                Poll::Pending => return Poll::Pending,
-            }
-            let msg = match this.poll_message(cx) {
-                Poll::Ready(Some(msg)) => msg,
-                Poll::Ready(None) => {
-                    this.close(Closed::new(None));
-                    return this.poll_drain(cx);
-                }
-                Poll::Pending => return Poll::Pending,
-            };
-            if msg.tx.is_closed() {
-                // The caller gave up: the request is never sent.
-                continue;
-            }
-            let Some(service) = &mut this.service else {
-                return Poll::Ready(());
-            };
-            let _span = msg.span.enter();
-            let fut = service.call(msg.request);
-            let _ = msg.tx.send(Ok(fut));
+        Poll::Ready(())
+    }
+}
+
+/// Serves requests until the task must close, and says why.
+fn serve<M, T, Req>(
+    service: &mut Reconnect<M, T>,
+    inbox: &mut Inbox<Msg<M, T, Req>>,
+    signal: &Signal,
+    cx: &mut Context<'_>,
+) -> Poll<Closed>
+where
+    M: Service<T>,
+    Reconnect<M, T>: Service<Req, Error = BoxError>,
+{
+    // Once per wake-up, not per request: a signal sent later wakes the task
+    // again (and `close()` has already marked every handle closed).
+    let signals = signal.take(cx);
+    if signals & CLOSE != 0 {
+        return Poll::Ready(Closed::new(None));
+    }
+    if signals & RESET_BACKOFF != 0 {
+        service.reset_backoff();
+    }
+    if signals & MARK_DISCONNECTED != 0 {
+        service.mark_disconnected();
+    }
+    if !inbox.started {
+        // Lazy: wait for the first request before connecting.
+        match ready!(inbox.rx.poll_recv(cx)) {
+            Some(msg) => inbox.held = Some(msg),
+            None => return Poll::Ready(Closed::new(None)),
         }
+        inbox.started = true;
+    }
+    loop {
+        // Polled whether or not a request waits: this is what connects
+        // eagerly, runs the retry timer, and notices an idle connection
+        // closing (the connection's `poll_ready` holds our waker).
+        if let Err(error) = ready!(service.poll_ready(cx)) {
+            return Poll::Ready(Closed::new(Some(Arc::from(error))));
+        }
+        let Some(msg) = ready!(inbox.poll_next_msg(cx)) else {
+            // Every handle is gone.
+            return Poll::Ready(Closed::new(None));
+        };
+        if msg.tx.is_closed() {
+            // The caller gave up: the request is never sent.
+            continue;
+        }
+        let _span = msg.span.enter();
+        let _ = msg.tx.send(Ok(service.call(msg.request)));
+    }
+}
+
+impl<Msg> Inbox<Msg> {
+    /// The next request: the one held back, or a new one from the queue.
+    fn poll_next_msg(&mut self, cx: &mut Context<'_>) -> Poll<Option<Msg>> {
+        if let Some(msg) = self.held.take() {
+            return Poll::Ready(Some(msg));
+        }
+        self.rx.poll_recv(cx)
     }
 }
 
@@ -222,13 +211,13 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Worker")
             .field("service", &self.service)
-            .field("started", &self.started)
+            .field("started", &self.inbox.started)
             .finish()
     }
 }
 
 /// The cause of `Closed` when the make service or the connection panicked
-/// inside the worker.
+/// inside the task.
 #[derive(Debug)]
 struct Panicked;
 

@@ -1,7 +1,8 @@
-//! The reference model: SPEC §2–4 as a small synchronous state machine on a
-//! millisecond clock, with the scripted make service and its connections
-//! folded in. It is written from the specification and the crate's documented
-//! interpretations, not from `src/state.rs`:
+//! The reference model: the crate's documented contract (its states, timing,
+//! readiness and what the watch shows) as a small synchronous state machine
+//! on a millisecond clock, with the scripted make service and its connections
+//! folded in. It is written from the documentation, including the choices it
+//! spells out, not from `src/state.rs`:
 //!
 //! - an attempt starts (and its connect deadline runs) when `poll_ready`
 //!   drives it, and dials at once (the mock's `poll_ready` is always ready,

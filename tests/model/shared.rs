@@ -7,8 +7,8 @@ use std::task::Poll;
 
 use proptest::prelude::*;
 use redial::{
-    future::{ResponseFuture, SharedFuture},
-    Shared,
+    future::ResponseFuture,
+    shared::{self, Shared},
 };
 use tokio::time::Instant;
 use tokio_test::task::{self, Spawn};
@@ -117,7 +117,7 @@ struct Pooled {
 
 struct Request {
     id: usize,
-    fut: Spawn<SharedFuture<Response>>,
+    fut: Spawn<shared::ResponseFuture<Response>>,
     /// Polled and pending: it must be woken when it has an outcome.
     waiting: bool,
 }
@@ -323,7 +323,7 @@ impl Case {
     }
 
     /// Records the response future of a call by clone `clone`.
-    fn sent(&mut self, clone: usize, fut: SharedFuture<Response>, n: u32) {
+    fn sent(&mut self, clone: usize, fut: shared::ResponseFuture<Response>, n: u32) {
         let id = self.id();
         self.w.call_clone(clone, id, n);
         self.reqs.push(Request {

@@ -1,5 +1,5 @@
 //! Faults in the middle of requests, a restart under load, and a soak of
-//! every fault, over real hyper servers on 127.0.0.1 (issue 5, part B).
+//! every fault, over real hyper servers on 127.0.0.1.
 //!
 //! Each case runs the plain `Reconnect` under `tower::buffer::Buffer` or the
 //! shared handle (`Reconnect::spawn`), failing fast or waiting for
