@@ -199,6 +199,31 @@ impl<T> ReconnectLayer<T> {
         self
     }
 
+    /// Names the connection after its target, as the target's `Debug`
+    /// prints it with any userinfo (`user:token@`) replaced by `***`: the
+    /// way to see the target in logs without asking every target for
+    /// `Debug`.
+    ///
+    /// ```
+    /// use redial::ReconnectLayer;
+    ///
+    /// let layer = ReconnectLayer::new("https://app:s3cret@db.internal:5432").name_from_target();
+    /// assert!(format!("{layer:?}").contains("https://***@db.internal:5432"));
+    /// assert!(!format!("{layer:?}").contains("s3cret"));
+    /// ```
+    pub fn name_from_target(self) -> Self
+    where
+        T: fmt::Debug,
+    {
+        let name = format!("{:?}", Redacted(&self.target));
+        // A string target's `Debug` quotes it; the name needs no quotes.
+        let name = match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+            Some(unquoted) => unquoted.to_owned(),
+            None => name,
+        };
+        self.name(name)
+    }
+
     /// Makes this layer build the clone-able, eager [`Shared`](crate::Shared)
     /// handle with a queue of `bound` requests, as
     /// [`Reconnect::spawn`](crate::Reconnect::spawn) does: the form to put in

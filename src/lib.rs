@@ -61,7 +61,21 @@
 //!   growing schedule, never in a loop.
 //! - While waiting, the only wake-up is the retry timer.
 //!
-//! # Where the specification is silent
+//! # Readiness in brief
+//!
+//! `poll_ready` is `Pending` while the first attempt runs; `Ready(Ok)`
+//! while `Disconnected` in the default fail-fast mode, and `call` then
+//! returns [`Unavailable`](error::Unavailable) at once without dialling;
+//! `Pending` instead with [`wait_for_ready(true)`](ReconnectLayer::wait_for_ready);
+//! `Err` only once `Closed`, and then for good. The error a `call` returns
+//! describes the state at that moment, never an earlier attempt. A request
+//! is never sent again on a new connection: reconnecting is not retrying.
+//! [`Reconnect`] has the full table.
+//!
+//! # Choices worth knowing
+//!
+//! gRPC's connectivity states, Perl's `Message::Passing::Role::ConnectionManager`
+//! and `tower::reconnect` leave these open; redial decides them so:
 //!
 //! - After a *proven* connection is lost, the watch shows `Disconnected` (the
 //!   loss, counted in [`disconnects`](ConnectionState::disconnects)) and then
@@ -73,6 +87,11 @@
 //!   [`GaveUp`](error::GaveUp).
 //! - A [`Backoff`] of your own that runs out of delays gives up, as
 //!   `max_attempts` does.
+//! - The `Service` impl asks of the target only `Clone`, as
+//!   `tower::reconnect` does. Logs name a connection by
+//!   [`ReconnectLayer::name`] (or [`name_from_target`](ReconnectLayer::name_from_target)),
+//!   never by printing the target, and wherever redial does print a target
+//!   (a `Debug`) its userinfo (`user:token@`) shows as `***`.
 //!
 //! # Sharing one connection
 //!
@@ -80,8 +99,10 @@
 //! [`Reconnect::spawn`] moves it into a background task and returns a
 //! clone-able [`Shared`] handle: the task connects at once, notices an idle
 //! connection closing, reconnects in the background, and serves every
-//! clone through a bounded queue; `watch()`, `reset_backoff()` and `close()`
-//! are on the handle. See [`Shared`] for when
+//! clone through a bounded queue; `watch()`, `reset_backoff()`,
+//! `mark_disconnected()` and `close()` are on the handle. Inside a
+//! `ServiceBuilder`, [`ReconnectLayer::shared`] builds one. See [`Shared`]
+//! for when
 //! [`tower::buffer::Buffer`](https://docs.rs/tower/0.5/tower/buffer/struct.Buffer.html)
 //! over a `Reconnect` is enough.
 //!
@@ -94,7 +115,8 @@
 //!
 //! # Features
 //!
-//! - `http`: the `redial::http` module, hyper HTTP/1 and HTTP/2 connectors.
+//! - `http`: the `redial::http` module, hyper
+//!   HTTP/1 and HTTP/2 connectors. Off by default, as every feature is.
 //!
 //! # Minimum supported Rust version
 //!

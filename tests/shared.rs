@@ -315,3 +315,38 @@ async fn cancelled_request_is_never_sent() {
     assert_eq!(shared.clone().oneshot(5).await.unwrap(), 6);
     assert_eq!(make.conn().calls(), 1);
 }
+
+/// mark_disconnected on a handle drops the connection at once, the watch counts the loss, and the task reconnects.
+#[tokio::test(start_paused = true)]
+async fn mark_disconnected_on_the_handle_drops_and_reconnects() {
+    let make = Make::new();
+    let shared = spawn(layer(), &make, 8);
+    let watch = shared.watch();
+    watch.connected().await.unwrap();
+    advance_ms(10_000).await; // a proven connection: the reconnect is immediate
+    assert_eq!(shared.clone().oneshot(1).await.unwrap(), 2);
+
+    shared.mark_disconnected();
+    settle().await;
+    let state = watch.state();
+    assert_eq!(state.disconnects(), 1);
+    assert_eq!(state.connects(), 2);
+    assert_eq!(make.dials(), 2);
+    assert!(!make.conns()[0].is_held(), "the old connection is gone");
+    assert_eq!(shared.clone().oneshot(2).await.unwrap(), 3);
+    assert_eq!(make.conns()[1].calls(), 1, "served by the new connection");
+}
+
+/// ReconnectLayer::shared builds the eager handle inside a ServiceBuilder.
+#[tokio::test(start_paused = true)]
+async fn shared_layer_builds_an_eager_handle_in_a_service_builder() {
+    let make = Make::new();
+    let shared: Handle = tower::ServiceBuilder::new()
+        .layer(layer().shared(8))
+        .service(make.clone());
+    shared.watch().connected().await.unwrap();
+    assert_eq!(make.dials(), 1, "connected before any request");
+    assert_eq!(shared.clone().oneshot(20).await.unwrap(), 21);
+    shared.close();
+    assert!(shared.watch().disconnected().await.is_closed());
+}

@@ -1,11 +1,11 @@
-//! The handles' side of the worker's queue: tokio-util's `PollSender`, with
+//! The handles' side of the task's queue: tokio-util's `PollSender`, with
 //! a fast path in front of it.
 //!
 //! `PollSender::poll_reserve` builds a fresh acquire future in its reusable
-//! box on every call: some 350 instructions, an eighth of a request through
-//! the handle (tower's `Buffer` pays them too). While the queue has room,
-//! which is nearly always, `Sender::try_reserve_owned` takes a slot with no
-//! future at all. Only when the queue is full does a handle fall back to the
+//! box on every call, a real share of a request's cost through the handle
+//! (tower's `Buffer` pays it too; BENCHMARKS.md has the figures). While the
+//! queue has room, which is nearly always, `Sender::try_reserve_owned` takes
+//! a slot with no future at all. Only when the queue is full does a handle fall back to the
 //! `PollSender`, and wait there. No handle overtakes a waiting one: the
 //! channel's semaphore hands a freed slot to its waiters before
 //! `try_reserve_owned` can see it.

@@ -1,0 +1,87 @@
+//! The one writer of a connection's state.
+
+use std::sync::{atomic::Ordering, Arc};
+
+use tokio::sync::watch;
+
+use super::{ConnectionState, ConnectionWatch, Edges, Phase};
+
+/// The one writer of a connection's state.
+pub(crate) struct Publisher {
+    tx: watch::Sender<ConnectionState>,
+    edges: Arc<Edges>,
+}
+
+impl Publisher {
+    pub(crate) fn new() -> Self {
+        Self {
+            tx: watch::Sender::new(ConnectionState::idle()),
+            edges: Arc::new(Edges::new()),
+        }
+    }
+
+    pub(crate) fn watch(&self) -> ConnectionWatch {
+        ConnectionWatch {
+            rx: self.tx.subscribe(),
+            edges: self.edges.clone(),
+        }
+    }
+
+    /// Applies `update`, waking subscribers only when the phase changed.
+    pub(crate) fn update(&self, update: impl FnOnce(&mut ConnectionState)) {
+        let mut before = None;
+        self.tx.send_if_modified(|state| {
+            let was = state.phase;
+            update(state);
+            if state.phase == was {
+                return false;
+            }
+            self.edges.phase.store(state.phase as u8, Ordering::Release);
+            before = Some(was);
+            true
+        });
+        if let Some(before) = before {
+            self.notify(before);
+        }
+    }
+
+    /// Wakes the waiters of the edge from `before` to the phase now.
+    fn notify(&self, before: Phase) {
+        let now = self.edges.phase();
+        if matches!(now, Phase::Connected | Phase::Closed) {
+            self.edges.up_or_closed.notify_waiters();
+        }
+        if before == Phase::Connected {
+            self.edges.down.notify_waiters();
+        }
+    }
+
+    pub(crate) fn state(&self) -> watch::Ref<'_, ConnectionState> {
+        self.tx.borrow()
+    }
+}
+
+impl Drop for Publisher {
+    /// Publishes `Closed` exactly once, before the sender goes away.
+    fn drop(&mut self) {
+        let mut before = None;
+        self.tx.send_if_modified(|state| {
+            if state.phase == Phase::Closed {
+                return false;
+            }
+            if state.phase == Phase::Connected {
+                state.disconnects += 1;
+            }
+            before = Some(state.phase);
+            state.phase = Phase::Closed;
+            state.retry_at = None;
+            self.edges
+                .phase
+                .store(Phase::Closed as u8, Ordering::Release);
+            true
+        });
+        if let Some(before) = before {
+            self.notify(before);
+        }
+    }
+}
