@@ -153,7 +153,10 @@ where
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.machine.poll_ready(cx, &mut self.make, &self.target)
+        if let Some(ready) = self.machine.poll_steady(cx) {
+            return ready;
+        }
+        self.machine.poll_slow(cx, &mut self.make, &self.target)
     }
 
     #[inline]

@@ -65,9 +65,11 @@ pub(crate) struct Machine<F, S> {
     proof_of_life: Duration,
     attempt_start: Instant,
     connected_at: Instant,
-    /// Set from the first failure until a connection proves itself: while
-    /// set, attempts are reported as `Disconnected` (sticky) and requests
-    /// fail fast.
+    /// Set from the first failure until a connection proves itself (cleared
+    /// when a proven connection is lost, not when one is made, since a
+    /// connection that dies young does not end the outage): while set,
+    /// attempts are reported as `Disconnected` (sticky) and requests fail
+    /// fast.
     outage: bool,
     /// The current outage was logged at warn level: later failures in it
     /// are logged at debug, so an outage does not flood the logs.
@@ -180,39 +182,37 @@ impl<F, S> Machine<F, S> {
         }
     }
 
-    /// Drives the service to readiness: the steady path (connected, no
-    /// classifier) is small enough to inline; everything else is in
-    /// [`poll_slow`](Self::poll_slow).
+    /// The steady path, small enough to inline: when connected and no
+    /// classifier needs checking, the connection's readiness (a failure
+    /// goes through [`lost`](Self::lost)); otherwise `None`, and the
+    /// caller goes on to [`poll_slow`](Self::poll_slow).
     #[inline]
-    pub(crate) fn poll_ready<M, T, Req>(
+    pub(crate) fn poll_steady<Req>(
         &mut self,
         cx: &mut Context<'_>,
-        make: &mut M,
-        target: &T,
-    ) -> Poll<Result<(), BoxError>>
+    ) -> Option<Poll<Result<(), BoxError>>>
     where
-        M: Service<T, Future = F, Response = S>,
-        M::Error: Into<BoxError>,
         S: Service<Req>,
         S::Error: Into<BoxError>,
-        F: Future<Output = Result<S, M::Error>>,
-        T: Clone,
     {
-        if let (State::Connected { svc }, None) = (&mut self.state, &self.detector) {
-            match svc.poll_ready(cx) {
-                Poll::Ready(Ok(())) => return self.ready(),
-                Poll::Ready(Err(e)) => self.lost(Some(cause(e))),
-                Poll::Pending => return Poll::Pending,
+        let (State::Connected { svc }, None) = (&mut self.state, &self.detector) else {
+            return None;
+        };
+        match svc.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Some(self.ready()),
+            Poll::Ready(Err(e)) => {
+                self.lost(Some(cause(e)));
+                None
             }
+            Poll::Pending => Some(Poll::Pending),
         }
-        self.poll_slow(cx, make, target)
     }
 
     /// Connecting, waiting, reconnecting, and a connection whose response
     /// errors are classified: makes every transition that is due, then
     /// answers by the [readiness policy](Self::readiness).
     #[inline(never)]
-    fn poll_slow<M, T, Req>(
+    pub(crate) fn poll_slow<M, T, Req>(
         &mut self,
         cx: &mut Context<'_>,
         make: &mut M,
@@ -251,7 +251,8 @@ impl<F, S> Machine<F, S> {
                     }
                 },
                 State::Disconnected { retry_at } => {
-                    // The clock decides; the timer only wakes us.
+                    // Due by the clock, or by the timer, which fires up to
+                    // a millisecond early to make up for tokio's rounding.
                     if Instant::now() >= *retry_at || self.timer.poll(cx).is_ready() {
                         self.start_attempt();
                     } else {

@@ -2,7 +2,7 @@
 //! readiness and what the watch shows) as a small synchronous state machine
 //! on a millisecond clock, with the scripted make service and its connections
 //! folded in. It is written from the documentation, including the choices it
-//! spells out, not from `src/state.rs`:
+//! spells out, not from `src/state/`:
 //!
 //! - an attempt starts (and its connect deadline runs) when `poll_ready`
 //!   drives it, and dials at once (the mock's `poll_ready` is always ready,
