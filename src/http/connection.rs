@@ -11,10 +11,9 @@ use hyper::{
     body::{Body, Incoming},
     client::conn::{http1, http2},
 };
-use tokio::{runtime::Handle, sync::oneshot};
 use tower::{BoxError, Service};
 
-use super::origin::Origin;
+use super::{close::CloseSignal, origin::Origin};
 
 // ===== Http1Connection =====
 
@@ -34,8 +33,7 @@ use super::origin::Origin;
 /// (HTTP/1 cannot abandon one request and keep the connection). While the
 /// connection is open, `poll_ready` leaves the caller's waker with the task
 /// driving it, even when it answers `Ready(Ok)`, so a task parked on
-/// readiness alone is woken within milliseconds of an idle connection going
-/// away. redial's eager shared handle relies on this to notice idle
+/// readiness alone is woken as soon as an idle connection goes away. redial's eager shared handle relies on this to notice idle
 /// disconnects without polling.
 ///
 /// Calling `call` without a `Ready(Ok)` from `poll_ready` first never
@@ -67,7 +65,15 @@ use super::origin::Origin;
 /// # }
 /// ```
 pub struct Http1Connection<B> {
-    pub(crate) inner: Conn<http1::SendRequest<B>>,
+    inner: Conn<http1::SendRequest<B>>,
+}
+
+impl<B> Http1Connection<B> {
+    pub(crate) fn new(sender: http1::SendRequest<B>, closed: CloseSignal, origin: Origin) -> Self {
+        Self {
+            inner: Conn::new(sender, closed, origin),
+        }
+    }
 }
 
 impl<B> fmt::Debug for Http1Connection<B> {
@@ -93,10 +99,10 @@ impl<B> fmt::Debug for Http1Connection<B> {
 /// `poll_ready` returns `Err(`[`ConnectionClosed`]`)` once the connection has
 /// closed: the server closed it or sent `GOAWAY` and finished, the socket
 /// failed, or a keep-alive ping went unanswered (when set up with
-/// [`Http2Connector::builder`]). While the connection is open, `poll_ready`
+/// [`Http2Connector::hyper_builder`]). While the connection is open, `poll_ready`
 /// leaves the caller's waker with the task driving it, even when it answers
-/// `Ready(Ok)`, so a task parked on readiness alone is woken within
-/// milliseconds of an idle connection going away. redial's eager shared
+/// `Ready(Ok)`, so a task parked on readiness alone is woken as soon as an
+/// idle connection goes away. redial's eager shared
 /// handle relies on this to notice idle disconnects without polling.
 ///
 /// Calling `call` without a `Ready(Ok)` from `poll_ready` first is allowed
@@ -105,7 +111,7 @@ impl<B> fmt::Debug for Http1Connection<B> {
 /// no stream is outstanding; the driving task then ends.
 ///
 /// [`Http2Connector`]: super::Http2Connector
-/// [`Http2Connector::builder`]: super::Http2Connector::builder
+/// [`Http2Connector::hyper_builder`]: super::Http2Connector::hyper_builder
 ///
 /// # Examples
 ///
@@ -128,7 +134,15 @@ impl<B> fmt::Debug for Http1Connection<B> {
 /// # }
 /// ```
 pub struct Http2Connection<B> {
-    pub(crate) inner: Conn<http2::SendRequest<B>>,
+    inner: Conn<http2::SendRequest<B>>,
+}
+
+impl<B> Http2Connection<B> {
+    pub(crate) fn new(sender: http2::SendRequest<B>, closed: CloseSignal, origin: Origin) -> Self {
+        Self {
+            inner: Conn::new(sender, closed, origin),
+        }
+    }
 }
 
 impl<B> fmt::Debug for Http2Connection<B> {
@@ -169,14 +183,14 @@ connection_service!(Http2Connection);
 
 /// What both connections are: hyper's sender `S`, which knows how its
 /// protocol sends (see [`Sender`]), the close signal, and the target.
-pub(crate) struct Conn<S> {
+struct Conn<S> {
     sender: S,
     closed: CloseSignal,
     origin: Origin,
 }
 
 impl<S> Conn<S> {
-    pub(crate) fn new(sender: S, closed: CloseSignal, origin: Origin) -> Self {
+    fn new(sender: S, closed: CloseSignal, origin: Origin) -> Self {
         Self {
             sender,
             closed,
@@ -191,8 +205,8 @@ impl<S> Conn<S> {
         // The close signal first, so our waker is left with it even when the
         // sender is ready: hyper's HTTP/2 `poll_ready` registers no waker at
         // all, so the close signal is what wakes a parked caller.
-        if let Poll::Ready(closed) = self.closed.poll_closed(cx) {
-            return Poll::Ready(Err(closed.into()));
+        if let Poll::Ready(failed) = self.closed.poll_closed(cx) {
+            return Poll::Ready(Err(ConnectionClosed::new(failed).into()));
         }
         self.sender
             .poll_ready(cx)
@@ -224,7 +238,7 @@ impl<S> Conn<S> {
 /// What HTTP/1 and HTTP/2 connections do differently: what a request gets
 /// from the target before hyper's sender sends it. Implemented by hyper's
 /// senders.
-pub(crate) trait Sender<B> {
+trait Sender<B> {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>>;
 
     fn send(&mut self, origin: &Origin, req: Request<B>) -> ResponseFuture;
@@ -338,7 +352,7 @@ pub struct ConnectionClosed {
 }
 
 impl ConnectionClosed {
-    fn new(source: Option<hyper::Error>) -> Self {
+    pub(crate) fn new(source: Option<hyper::Error>) -> Self {
         Self { source }
     }
 }
@@ -352,49 +366,5 @@ impl fmt::Display for ConnectionClosed {
 impl StdError for ConnectionClosed {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         self.source.as_ref().map(|err| err as _)
-    }
-}
-
-// ===== CloseSignal =====
-
-/// The connection's side of the task that drives it: the task holds the
-/// sender and drops it when the connection ends (sending hyper's error
-/// first, if any), which wakes whoever polled the receiver last.
-pub(crate) struct CloseSignal {
-    /// `None` once the close has been seen.
-    rx: Option<oneshot::Receiver<hyper::Error>>,
-}
-
-impl CloseSignal {
-    pub(crate) fn spawn<F>(runtime: &Handle, conn: F) -> Self
-    where
-        F: Future<Output = hyper::Result<()>> + Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        runtime.spawn(async move {
-            match conn.await {
-                Ok(()) => tracing::debug!("http connection closed"),
-                Err(err) => {
-                    tracing::debug!(%err, "http connection failed");
-                    let _ = tx.send(err);
-                }
-            }
-        });
-        Self { rx: Some(rx) }
-    }
-
-    /// `Ready` once the connection has closed; otherwise `Pending`, with the
-    /// waker left for the close.
-    pub(crate) fn poll_closed(&mut self, cx: &mut Context<'_>) -> Poll<ConnectionClosed> {
-        let Some(rx) = &mut self.rx else {
-            return Poll::Ready(ConnectionClosed::new(None));
-        };
-        let ended = std::task::ready!(Pin::new(rx).poll(cx));
-        self.rx = None;
-        Poll::Ready(ConnectionClosed::new(ended.ok()))
-    }
-
-    fn is_closed(&self) -> bool {
-        self.rx.is_none()
     }
 }

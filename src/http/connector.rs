@@ -1,6 +1,8 @@
 use std::{
+    error::Error as StdError,
     fmt,
     future::Future,
+    marker::PhantomData,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -12,11 +14,13 @@ use hyper::{
     rt::{Read, Write},
 };
 use hyper_util::{client::legacy::connect::HttpConnector, rt::TokioExecutor};
+use tokio::runtime::Handle;
 use tower::{BoxError, Service};
 
 use super::{
     connection::{Http1Connection, Http2Connection},
-    dial::Dialer,
+    handshake::Handshake,
+    origin::Origin,
 };
 
 // ===== Http1Connector =====
@@ -47,22 +51,15 @@ use super::{
 /// # let _ = client;
 /// ```
 pub struct Http1Connector<B, C = HttpConnector> {
-    inner: Dialer<http1::Builder, B, C>,
+    connector: C,
+    builder: http1::Builder,
+    _body: PhantomData<fn(B)>,
 }
 
 impl<B> Http1Connector<B> {
     /// A connector that dials with hyper-util's [`HttpConnector`]
     /// (`http://` targets only), with `TCP_NODELAY` set, since requests and
     /// responses are small messages that should not wait for more.
-    ///
-    /// ```
-    /// use http_body_util::Empty;
-    /// use hyper::body::Bytes;
-    /// use redial::http::Http1Connector;
-    ///
-    /// let connector = Http1Connector::<Empty<Bytes>>::new();
-    /// # let _ = connector;
-    /// ```
     pub fn new() -> Self {
         Self::with_connector(default_connector())
     }
@@ -88,7 +85,9 @@ impl<B, C> Http1Connector<B, C> {
     /// ```
     pub fn with_connector(connector: C) -> Self {
         Self {
-            inner: Dialer::new(connector, http1::Builder::new()),
+            connector,
+            builder: http1::Builder::new(),
+            _body: PhantomData,
         }
     }
 
@@ -101,29 +100,19 @@ impl<B, C> Http1Connector<B, C> {
     ///
     /// let mut settings = http1::Builder::new();
     /// settings.title_case_headers(true);
-    /// let connector = Http1Connector::<Empty<Bytes>>::new().builder(settings);
+    /// let connector = Http1Connector::<Empty<Bytes>>::new().hyper_builder(settings);
     /// # let _ = connector;
     /// ```
     ///
     /// Default is `http1::Builder::new()`.
-    pub fn builder(mut self, builder: http1::Builder) -> Self {
-        self.inner.builder = builder;
+    pub fn hyper_builder(mut self, builder: http1::Builder) -> Self {
+        self.builder = builder;
         self
     }
 
     /// The connector that dials.
-    ///
-    /// ```
-    /// use http_body_util::Empty;
-    /// use hyper::body::Bytes;
-    /// use hyper_util::client::legacy::connect::HttpConnector;
-    /// use redial::http::Http1Connector;
-    ///
-    /// let connector = Http1Connector::<Empty<Bytes>>::new();
-    /// let _tcp: &HttpConnector = connector.get_ref();
-    /// ```
     pub fn get_ref(&self) -> &C {
-        &self.inner.connector
+        &self.connector
     }
 
     /// The connector that dials, mutably: to change its settings in place.
@@ -138,7 +127,7 @@ impl<B, C> Http1Connector<B, C> {
     /// connector.get_mut().set_connect_timeout(Some(Duration::from_secs(2)));
     /// ```
     pub fn get_mut(&mut self) -> &mut C {
-        &mut self.inner.connector
+        &mut self.connector
     }
 }
 
@@ -176,22 +165,15 @@ impl<B, C> Http1Connector<B, C> {
 /// # let _ = client;
 /// ```
 pub struct Http2Connector<B, C = HttpConnector> {
-    inner: Dialer<http2::Builder<TokioExecutor>, B, C>,
+    connector: C,
+    builder: http2::Builder<TokioExecutor>,
+    _body: PhantomData<fn(B)>,
 }
 
 impl<B> Http2Connector<B> {
     /// A connector that dials with hyper-util's [`HttpConnector`]
     /// (`http://` targets only, HTTP/2 by prior knowledge), with
     /// `TCP_NODELAY` set, as tonic does.
-    ///
-    /// ```
-    /// use http_body_util::Empty;
-    /// use hyper::body::Bytes;
-    /// use redial::http::Http2Connector;
-    ///
-    /// let connector = Http2Connector::<Empty<Bytes>>::new();
-    /// # let _ = connector;
-    /// ```
     pub fn new() -> Self {
         Self::with_connector(default_connector())
     }
@@ -216,7 +198,9 @@ impl<B, C> Http2Connector<B, C> {
     /// ```
     pub fn with_connector(connector: C) -> Self {
         Self {
-            inner: Dialer::new(connector, http2::Builder::new(TokioExecutor::new())),
+            connector,
+            builder: http2::Builder::new(TokioExecutor::new()),
+            _body: PhantomData,
         }
     }
 
@@ -236,29 +220,19 @@ impl<B, C> Http2Connector<B, C> {
     ///     .timer(TokioTimer::new())
     ///     .keep_alive_interval(Duration::from_secs(20))
     ///     .keep_alive_timeout(Duration::from_secs(10));
-    /// let connector = Http2Connector::<Empty<Bytes>>::new().builder(settings);
+    /// let connector = Http2Connector::<Empty<Bytes>>::new().hyper_builder(settings);
     /// # let _ = connector;
     /// ```
     ///
     /// Default is `http2::Builder::new(TokioExecutor::new())`.
-    pub fn builder(mut self, builder: http2::Builder<TokioExecutor>) -> Self {
-        self.inner.builder = builder;
+    pub fn hyper_builder(mut self, builder: http2::Builder<TokioExecutor>) -> Self {
+        self.builder = builder;
         self
     }
 
     /// The connector that dials.
-    ///
-    /// ```
-    /// use http_body_util::Empty;
-    /// use hyper::body::Bytes;
-    /// use hyper_util::client::legacy::connect::HttpConnector;
-    /// use redial::http::Http2Connector;
-    ///
-    /// let connector = Http2Connector::<Empty<Bytes>>::new();
-    /// let _tcp: &HttpConnector = connector.get_ref();
-    /// ```
     pub fn get_ref(&self) -> &C {
-        &self.inner.connector
+        &self.connector
     }
 
     /// The connector that dials, mutably: to change its settings in place.
@@ -273,14 +247,14 @@ impl<B, C> Http2Connector<B, C> {
     /// connector.get_mut().set_connect_timeout(Some(Duration::from_secs(2)));
     /// ```
     pub fn get_mut(&mut self) -> &mut C {
-        &mut self.inner.connector
+        &mut self.connector
     }
 }
 
 // ===== Service, Clone, Default, Debug =====
 
 // Both connectors' trait impls, alike but for the connection each makes and
-// the bounds its handshake puts on the body `B`: the work is `Dialer`'s.
+// the bounds its handshake puts on the body `B`: the work is `connect`'s.
 macro_rules! connector_impls {
     ($connector:ident => $connection:ident, B: $($body:tt)+) => {
         impl<B, C> Service<Uri> for $connector<B, C>
@@ -298,18 +272,20 @@ macro_rules! connector_impls {
             type Future = ConnectFuture<$connection<B>>;
 
             fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-                self.inner.poll_ready(cx)
+                self.connector.poll_ready(cx).map_err(Into::into)
             }
 
             fn call(&mut self, target: Uri) -> Self::Future {
-                self.inner.call(target)
+                connect::<B, _, _>(&mut self.connector, self.builder.clone(), target)
             }
         }
 
         impl<B, C: Clone> Clone for $connector<B, C> {
             fn clone(&self) -> Self {
                 Self {
-                    inner: self.inner.clone(),
+                    connector: self.connector.clone(),
+                    builder: self.builder.clone(),
+                    _body: PhantomData,
                 }
             }
         }
@@ -322,7 +298,10 @@ macro_rules! connector_impls {
 
         impl<B, C> fmt::Debug for $connector<B, C> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                self.inner.fmt_as(stringify!($connector), f)
+                f.debug_struct(stringify!($connector))
+                    .field("connector", &std::any::type_name::<C>())
+                    .field("builder", &self.builder)
+                    .finish()
             }
         }
     };
@@ -335,6 +314,25 @@ fn default_connector() -> HttpConnector {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http
+}
+
+/// Dials `target` with `connector`, then hands the I/O to hyper's
+/// `builder`, on a runtime that can drive the connection.
+fn connect<B, C, H>(connector: &mut C, builder: H, target: Uri) -> ConnectFuture<H::Connection>
+where
+    C: Service<Uri>,
+    C::Response: Read + Write + Unpin + Send + 'static,
+    C::Error: Into<BoxError>,
+    C::Future: Send + 'static,
+    H: Handshake<B>,
+{
+    let origin = Origin::new(&target);
+    let dialling = connector.call(target);
+    ConnectFuture::new(async move {
+        let runtime = Handle::try_current().map_err(|_| NoRuntime)?;
+        let io = dialling.await.map_err(Into::into)?;
+        builder.connect(io, &runtime, origin).await
+    })
 }
 
 // ===== ConnectFuture =====
@@ -368,7 +366,7 @@ pub struct ConnectFuture<S> {
 }
 
 impl<S> ConnectFuture<S> {
-    pub(crate) fn new<F>(fut: F) -> Self
+    fn new<F>(fut: F) -> Self
     where
         F: Future<Output = Result<S, BoxError>> + Send + 'static,
     {
@@ -391,3 +389,18 @@ impl<S> fmt::Debug for ConnectFuture<S> {
         f.debug_struct("ConnectFuture").finish_non_exhaustive()
     }
 }
+
+// ===== NoRuntime =====
+
+/// A connect attempt outside a tokio runtime: no task can drive the
+/// connection.
+#[derive(Debug)]
+struct NoRuntime;
+
+impl fmt::Display for NoRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("no tokio runtime to drive the http connection")
+    }
+}
+
+impl StdError for NoRuntime {}

@@ -54,6 +54,7 @@
 //! a clone-able [`Shared`](crate::Shared) handle that connects at once and
 //! notices an idle connection closing (see [Closing](#closing)); a tonic
 //! generated client takes it as its channel (`HealthClient::new(shared)`).
+//! [`SharedHttp2`] and [`SharedHttp1`] name its type, to keep in a struct.
 //!
 //! # Closing
 //!
@@ -109,9 +110,10 @@
 //! [`Uri`]: http::Uri
 //! [`HttpConnector`]: hyper_util::client::legacy::connect::HttpConnector
 
+mod close;
 mod connection;
 mod connector;
-mod dial;
+mod handshake;
 mod origin;
 mod preface;
 
@@ -119,3 +121,112 @@ pub use self::{
     connection::{ConnectionClosed, Http1Connection, Http2Connection, ResponseFuture},
     connector::{ConnectFuture, Http1Connector, Http2Connector},
 };
+
+/// The [`Shared`](crate::Shared) handle on an [`Http1Connection`] whose
+/// requests have body `B`: what
+/// `ReconnectLayer::new(uri).layer(Http1Connector::new()).spawn(bound)`
+/// returns, named so that it can be stored.
+///
+/// Both connections answer with one [`ResponseFuture`], so this is the same
+/// type as [`SharedHttp2`]: a field of either type holds a handle of either
+/// protocol.
+///
+/// # Examples
+///
+/// ```
+/// # use std::convert::Infallible;
+/// # use hyper_util::rt::TokioIo;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower::BoxError> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # tokio::spawn(async move {
+/// #     while let Ok((tcp, _)) = listener.accept().await {
+/// #         let search = hyper::service::service_fn(|_req| async {
+/// #             Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("2 hits"))))
+/// #         });
+/// #         let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), search);
+/// #         tokio::spawn(conn);
+/// #     }
+/// # });
+/// use http::{Request, Response, Uri};
+/// use http_body_util::{BodyExt, Full};
+/// use hyper::body::{Bytes, Incoming};
+/// use redial::{http::{Http1Connector, SharedHttp1}, ReconnectLayer};
+/// use tower::{BoxError, Layer, ServiceExt};
+///
+/// struct App {
+///     search: SharedHttp1<Full<Bytes>>,
+/// }
+///
+/// impl App {
+///     async fn search(&self, query: &str) -> Result<Response<Incoming>, BoxError> {
+///         let req = Request::get(format!("/search?q={query}")).body(Full::default())?;
+///         self.search.clone().oneshot(req).await
+///     }
+/// }
+///
+/// let uri: Uri = format!("http://{addr}").parse()?;
+/// let app = App {
+///     search: ReconnectLayer::new(uri).layer(Http1Connector::new()).spawn(1024),
+/// };
+/// let res = app.search("redial").await?;
+/// assert_eq!(res.into_body().collect().await?.to_bytes(), "2 hits");
+/// # Ok(())
+/// # }
+/// ```
+pub type SharedHttp1<B> =
+    crate::Shared<http::Request<B>, crate::future::ResponseFuture<ResponseFuture>>;
+
+/// The [`Shared`](crate::Shared) handle on an [`Http2Connection`] whose
+/// requests have body `B`: what
+/// `ReconnectLayer::new(uri).layer(Http2Connector::new()).spawn(bound)`
+/// returns, named so that it can be stored.
+///
+/// # Examples
+///
+/// ```
+/// # use std::convert::Infallible;
+/// # use hyper_util::rt::{TokioExecutor, TokioIo};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower::BoxError> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # tokio::spawn(async move {
+/// #     while let Ok((tcp, _)) = listener.accept().await {
+/// #         let orders = hyper::service::service_fn(|_req| async {
+/// #             Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("3 orders"))))
+/// #         });
+/// #         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+/// #             .serve_connection(TokioIo::new(tcp), orders);
+/// #         tokio::spawn(conn);
+/// #     }
+/// # });
+/// use http::{Request, Response, Uri};
+/// use http_body_util::{BodyExt, Full};
+/// use hyper::body::{Bytes, Incoming};
+/// use redial::{http::{Http2Connector, SharedHttp2}, ReconnectLayer};
+/// use tower::{BoxError, Layer, ServiceExt};
+///
+/// struct App {
+///     orders: SharedHttp2<Full<Bytes>>,
+/// }
+///
+/// impl App {
+///     async fn orders(&self) -> Result<Response<Incoming>, BoxError> {
+///         let req = Request::get("/orders").body(Full::default())?;
+///         self.orders.clone().oneshot(req).await
+///     }
+/// }
+///
+/// let uri: Uri = format!("http://{addr}").parse()?;
+/// let app = App {
+///     orders: ReconnectLayer::new(uri).layer(Http2Connector::new()).spawn(1024),
+/// };
+/// let res = app.orders().await?;
+/// assert_eq!(res.into_body().collect().await?.to_bytes(), "3 orders");
+/// # Ok(())
+/// # }
+/// ```
+pub type SharedHttp2<B> =
+    crate::Shared<http::Request<B>, crate::future::ResponseFuture<ResponseFuture>>;

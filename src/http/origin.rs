@@ -6,10 +6,13 @@ use http::{
     HeaderValue, Method, Request, Uri,
 };
 
+use crate::redact::Redacted;
+
 /// What a connection fills in from its target on requests that leave it
 /// out.
 pub(crate) struct Origin {
-    /// The target's scheme and authority, when it has both.
+    /// The target's scheme and authority, when it has both, the authority
+    /// without userinfo.
     base: Option<(Scheme, Authority)>,
     /// The `Host` header for the target.
     host: Option<HeaderValue>,
@@ -17,7 +20,8 @@ pub(crate) struct Origin {
 
 impl Origin {
     pub(crate) fn new(target: &Uri) -> Self {
-        let base = target.scheme().cloned().zip(target.authority().cloned());
+        let authority = target.authority().and_then(without_userinfo);
+        let base = target.scheme().cloned().zip(authority);
         Self {
             base,
             host: host_header(target),
@@ -73,9 +77,20 @@ impl Origin {
 impl fmt::Debug for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.base {
-            Some((scheme, authority)) => write!(f, "{scheme}://{authority}"),
+            // As everything redial prints of a target, so that no credential
+            // reaches a log whatever `base` holds.
+            Some((scheme, authority)) => Redacted(&format_args!("{scheme}://{authority}")).fmt(f),
             None => f.write_str("?"),
         }
+    }
+}
+
+/// The authority without its userinfo: a credential, which HTTP/2 forbids
+/// in `:authority` and which has no place in `Host` either.
+fn without_userinfo(authority: &Authority) -> Option<Authority> {
+    match authority.as_str().rsplit_once('@') {
+        Some((_userinfo, host)) => host.parse().ok(),
+        None => Some(authority.clone()),
     }
 }
 
@@ -169,6 +184,21 @@ mod tests {
         origin.http2(&mut req);
         assert_eq!(req.uri(), "/x");
         assert!(!req.headers().contains_key(HOST));
+    }
+
+    /// Userinfo in the target, a credential, is neither sent nor printed.
+    #[test]
+    fn userinfo_is_neither_sent_nor_printed() {
+        let origin = origin("http://user:token@127.0.0.1:1/");
+        assert_eq!(format!("{origin:?}"), "http://127.0.0.1:1");
+
+        let mut req = request(Method::GET, "/x");
+        origin.http2(&mut req);
+        assert_eq!(req.uri(), "http://127.0.0.1:1/x");
+
+        let mut req = request(Method::GET, "/x");
+        origin.http1(&mut req);
+        assert_eq!(req.headers()[HOST], "127.0.0.1:1");
     }
 
     /// The default port of the scheme is left out of `Host`.

@@ -52,7 +52,7 @@ use crate::{error::NotReady, ConnectionWatch, Reconnect};
 /// `wait_for_ready(true)`, waits there until the connection is back. Every
 /// waiting request is served when the connection comes up, however many
 /// clones queued them. Calling `call` without a `Ready(Ok)` from
-/// `poll_ready` first returns [`NotReady`](crate::error::NotReady) instead
+/// `poll_ready` first returns [`NotReady`] instead
 /// of panicking.
 ///
 /// # Why not `Buffer<Reconnect>`

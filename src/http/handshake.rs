@@ -1,0 +1,113 @@
+use std::future::Future;
+
+use hyper::{
+    body::Body,
+    client::conn::{http1, http2},
+    rt::{Read, Write},
+};
+use hyper_util::rt::TokioExecutor;
+use tokio::runtime::Handle;
+use tower::BoxError;
+
+use super::{
+    close::CloseSignal,
+    connection::{ConnectionClosed, Http1Connection, Http2Connection},
+    origin::Origin,
+    preface::Preface,
+};
+
+/// What HTTP/1 and HTTP/2 do differently once the I/O is dialled: hyper's
+/// handshake, what follows it, and the connection it gives. Implemented by
+/// hyper's builders, for the body types each protocol takes.
+pub(crate) trait Handshake<B>: Clone + Send + 'static {
+    type Connection;
+
+    /// Does the handshake over `io` and spawns the task that drives the
+    /// connection on `runtime`.
+    fn connect<I>(
+        self,
+        io: I,
+        runtime: &Handle,
+        origin: Origin,
+    ) -> impl Future<Output = Result<Self::Connection, BoxError>> + Send
+    where
+        I: Read + Write + Unpin + Send + 'static;
+}
+
+impl<B> Handshake<B> for http1::Builder
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Connection = Http1Connection<B>;
+
+    async fn connect<I>(
+        self,
+        io: I,
+        runtime: &Handle,
+        origin: Origin,
+    ) -> Result<Http1Connection<B>, BoxError>
+    where
+        I: Read + Write + Unpin + Send + 'static,
+    {
+        let (sender, conn) = self.handshake::<_, B>(io).await?;
+        let closed = CloseSignal::spawn(runtime, conn);
+        Ok(Http1Connection::new(sender, closed, origin))
+    }
+}
+
+impl<B> Handshake<B> for http2::Builder<TokioExecutor>
+where
+    B: Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Connection = Http2Connection<B>;
+
+    async fn connect<I>(
+        self,
+        io: I,
+        runtime: &Handle,
+        origin: Origin,
+    ) -> Result<Http2Connection<B>, BoxError>
+    where
+        I: Read + Write + Unpin + Send + 'static,
+    {
+        let (io, spoke) = Preface::new(io);
+        let (sender, conn) = self.handshake::<_, B>(io).await?;
+        let mut closed = CloseSignal::spawn(runtime, conn);
+        // The handshake returns before the server has said anything: wait
+        // for its preface, so a peer that never speaks HTTP/2 fails the
+        // attempt (by the connect timeout) rather than looking connected.
+        if spoke.await.is_err() {
+            let failed = std::future::poll_fn(|cx| closed.poll_closed(cx)).await;
+            return Err(ConnectionClosed::new(failed).into());
+        }
+        Ok(Http2Connection::new(sender, closed, origin))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::Empty;
+    use hyper::body::Bytes;
+    use hyper_util::rt::TokioIo;
+
+    use super::*;
+
+    /// A connection dialled with userinfo in its target, a credential, does
+    /// not print it.
+    #[tokio::test]
+    async fn connection_debug_leaves_out_userinfo() {
+        let (io, _server) = tokio::io::duplex(64);
+        let origin = Origin::new(&"http://user:token@127.0.0.1:1/".parse().unwrap());
+        let connection: Http1Connection<Empty<Bytes>> = http1::Builder::new()
+            .connect(TokioIo::new(io), &Handle::current(), origin)
+            .await
+            .unwrap();
+        let debug = format!("{connection:?}");
+        assert!(!debug.contains("token"), "{debug}");
+        assert!(debug.contains("127.0.0.1:1"), "{debug}");
+    }
+}
