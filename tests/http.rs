@@ -32,7 +32,7 @@ use hyper_util::rt::TokioIo;
 use redial::{
     error::{ConnectFailed, Unavailable},
     http::{ConnectionClosed, Http1Connector, Http2Connector},
-    Backoff, ConnectionWatch, Phase, Reconnect, ReconnectLayer, Shared,
+    Backoff, ConnectionWatch, Phase, ReconnectLayer,
 };
 use support::{
     errors::find,
@@ -166,8 +166,7 @@ struct Runner {
     task: JoinHandle<Vec<(String, Result<String, BoxError>)>>,
 }
 
-type Client =
-    Shared<Request<Body>, <Reconnect<Http1Connector<Body>, Uri> as Service<Request<Body>>>::Future>;
+type Client = redial::http::SharedHttp1<Body>;
 
 impl Runner {
     fn start(mut client: Client) -> Self {

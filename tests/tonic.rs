@@ -22,9 +22,7 @@ use std::{
 };
 
 use http::{Request, Uri};
-use redial::{
-    error::Unavailable, http::Http2Connector, Backoff, Phase, Reconnect, ReconnectLayer, Shared,
-};
+use redial::{error::Unavailable, http::Http2Connector, Backoff, Phase, ReconnectLayer};
 use support::{
     errors::find,
     net::guard,
@@ -38,14 +36,13 @@ use tonic::{body::Body, transport::server::TcpIncoming, Code, Status};
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
-use tower::{Layer, Service, ServiceBuilder};
+use tower::{Layer, ServiceBuilder};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 const RETRY: Duration = Duration::from_millis(50);
 
 /// The shared HTTP/2 handle a generated client runs over.
-type Channel =
-    Shared<Request<Body>, <Reconnect<Http2Connector<Body>, Uri> as Service<Request<Body>>>::Future>;
+type Channel = redial::http::SharedHttp2<Body>;
 
 // ===== through a restart =====
 
