@@ -1,0 +1,349 @@
+//! Every Rust snippet of README.md, verbatim, with what it needs around it,
+//! run against servers on 127.0.0.1 that this example starts itself.
+//!
+//! `tests/readme.rs` fails if a README snippet is not found here, line for
+//! line, and it includes this file as a module: `cargo test` compiles every
+//! snippet and runs them all. Without the `http` feature the hyper and tonic
+//! snippets are left out. Run it with:
+//!
+//! ```text
+//! cargo run --example readme --all-features
+//! ```
+//!
+//! It prints each thing it checked, and ends in about a second.
+
+#[allow(dead_code)] // the snippets do not stop the server or read what it saw
+#[path = "common/line.rs"]
+mod line;
+
+// The snippets bring in what they use themselves: only the setup's imports
+// are here.
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+};
+
+use line::{LineConn, LineServer};
+use redial::{error::Closed, future::ResponseFuture, Phase, Shared};
+use tokio::net::TcpStream;
+use tower::{BoxError, Service};
+
+/// What the snippets call `connector`: a make service that dials a line
+/// server (`examples/common/line.rs`, whose connection answers a line with
+/// `echo: <line>`), counting its dials.
+#[derive(Clone, Default)]
+struct Connector {
+    dials: Arc<AtomicUsize>,
+}
+
+impl Connector {
+    fn dials(&self) -> usize {
+        self.dials.load(Ordering::Relaxed)
+    }
+}
+
+impl Service<SocketAddr> for Connector {
+    type Response = LineConn;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<LineConn>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, addr: SocketAddr) -> Self::Future {
+        self.dials.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move { TcpStream::connect(addr).await.map(LineConn::new) })
+    }
+}
+
+/// The shared handle the line snippets build.
+type LineClient = Shared<String, ResponseFuture<<LineConn as Service<String>>::Future>>;
+
+#[tokio::main]
+pub async fn main() -> Result<(), BoxError> {
+    // Nothing here should take more than a second; a hang is a failure.
+    tokio::time::timeout(std::time::Duration::from_secs(30), run())
+        .await
+        .map_err(|_| "the README snippets did not finish in 30 s")?
+}
+
+async fn run() -> Result<(), BoxError> {
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(LineServer::start(([127, 0, 0, 1], 0).into())?);
+    }
+    let addrs: Vec<_> = servers.iter().map(LineServer::addr).collect();
+    let addr = addrs[0];
+
+    let (client, reply) = in_ten_lines(addr, Connector::default(), "hello".into()).await?;
+    assert_eq!(reply, "echo: hello");
+    checked("quick start: a shared client built in a ServiceBuilder answers");
+
+    watching(client).await?;
+    checked("watching: connected() returns, the printer sees the close and ends");
+
+    one_connection_for_many_tasks(addr, Connector::default(), "hi".into()).await?;
+    checked("one connection for many tasks: mark_disconnected, reset_backoff, close");
+
+    let connector = Connector::default();
+    many_endpoints(addrs, connector.clone()).await?;
+    assert_eq!(connector.dials(), 3);
+    checked("many endpoints: a p2c balancer answers, over one connection per endpoint");
+
+    #[cfg(feature = "http")]
+    {
+        web::hyper().await?;
+        web::tonic().await?;
+    }
+    #[cfg(not(feature = "http"))]
+    println!("skipped the hyper and tonic snippets: run with `--features http`");
+    drop(servers);
+    Ok(())
+}
+
+fn checked(what: &str) {
+    println!("checked: {what}");
+}
+
+/// README, "Quick start".
+async fn in_ten_lines(
+    addr: SocketAddr,
+    connector: Connector,
+    request: String,
+) -> Result<(LineClient, String), BoxError> {
+    use redial::{Backoff, ReconnectLayer};
+    use std::time::Duration;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    let backoff = Backoff::exponential(Duration::from_secs(1), Duration::from_secs(60));
+    let client = ServiceBuilder::new()
+        .layer(
+            ReconnectLayer::new(addr) // the target handed to the connector
+                .name("orders") // how logs name it: targets are never logged
+                .connect_timeout(Duration::from_secs(5)) // bounds TCP + TLS + handshake
+                .backoff(backoff) // jittered delays between attempts
+                .shared(1024), // one connection for every clone, dialled at once
+        )
+        .service(connector); // any MakeService: addr -> connection
+    let reply = client.clone().oneshot(request).await?; // fails fast while the peer is down
+
+    Ok((client, reply))
+}
+
+/// README, "Watching the connection".
+async fn watching(client: LineClient) -> Result<(), BoxError> {
+    let watch = client.watch(); // Clone + Send + Sync; outlives the client
+    watch.connected().await?; // at once if connected; Err(Closed) once closed, never hangs
+    let state = watch.state(); // phase, attempt, last_error, retry_at, connects, disconnects
+    println!("{}, next attempt at {:?}", state.phase(), state.retry_at());
+
+    let mut rx = watch.subscribe(); // a tokio::sync::watch::Receiver<ConnectionState>
+    let printer = tokio::spawn(async move {
+        // `changed` wakes on phase changes only, and fails once the service is gone.
+        while rx.changed().await.is_ok() {
+            let state = rx.borrow().clone();
+            println!("now {}", state.phase());
+            if state.is_closed() {
+                break; // for good: dropped, closed, or gave up
+            }
+        }
+    });
+
+    assert!(state.is_connected());
+    client.close();
+    printer.await?;
+    assert!(watch.state().is_closed());
+    Ok(())
+}
+
+/// README, "One connection for many tasks".
+async fn one_connection_for_many_tasks(
+    addr: SocketAddr,
+    connector: Connector,
+    request: String,
+) -> Result<(), BoxError> {
+    use redial::ReconnectLayer;
+    use tower::{Layer, ServiceExt};
+
+    let client = ReconnectLayer::new(addr).layer(connector).spawn(1024); // Shared: Clone + Service
+    let watch = client.watch(); // it connects at once, before any request
+    let reply = client.clone().oneshot(request).await?;
+    client.mark_disconnected(); // "this connection is broken": drop it, reconnect
+    client.reset_backoff(); // "the peer is back": retry now, from any clone
+    client.close(); // for every clone: queued and later calls fail with `Closed`
+
+    assert_eq!(reply, "echo: hi");
+    assert_eq!(watch.disconnected().await.phase(), Phase::Closed);
+    let err = client.oneshot("late".into()).await.unwrap_err();
+    assert!(err.is::<Closed>(), "{err}");
+    Ok(())
+}
+
+/// README, "Many endpoints".
+async fn many_endpoints(addrs: Vec<SocketAddr>, connector: Connector) -> Result<(), BoxError> {
+    use redial::ReconnectLayer;
+    use tower::balance::p2c::Balance;
+    use tower::discover::ServiceList;
+    use tower::load::{CompleteOnResponse, PendingRequests};
+    use tower::Layer;
+
+    let endpoints = addrs.into_iter().map(|addr| {
+        let svc = ReconnectLayer::new(addr)
+            .wait_for_ready(true)
+            .layer(connector.clone());
+        PendingRequests::new(svc, CompleteOnResponse::default())
+    });
+    let balanced = Balance::new(ServiceList::new(endpoints));
+
+    use tower::ServiceExt;
+    let mut balanced = balanced;
+    for n in 0..6 {
+        let reply = balanced.ready().await?.call(format!("{n}")).await?;
+        assert_eq!(reply, format!("echo: {n}"));
+    }
+    Ok(())
+}
+
+/// README, "hyper".
+#[cfg(feature = "http")]
+async fn hyper_section(
+    addr: SocketAddr,
+) -> Result<(hyper::body::Bytes, web::Http1Client), BoxError> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+    use redial::{http::Http1Connector, ReconnectLayer};
+    use tower::{Layer, ServiceExt};
+
+    let uri: http::Uri = format!("http://{addr}").parse()?;
+    let client = ReconnectLayer::new(uri)
+        .layer(Http1Connector::new())
+        .spawn(1024);
+    let req = http::Request::get("/hello").body(Empty::<Bytes>::new())?;
+    let res = client.clone().oneshot(req).await?;
+    let body = res.into_body().collect().await?.to_bytes();
+
+    Ok((body, client))
+}
+
+/// README, "tonic".
+#[cfg(feature = "http")]
+async fn tonic_section(addr: SocketAddr) -> Result<(redial::ConnectionWatch, String), BoxError> {
+    use redial::{http::Http2Connector, ReconnectLayer};
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    use tower::Layer;
+
+    let uri: http::Uri = format!("http://{addr}").parse()?;
+    let channel = ReconnectLayer::new(uri)
+        .layer(Http2Connector::new())
+        .spawn(1024);
+    let mut client = HealthClient::new(channel.clone()); // any generated client
+    let watch = channel.watch(); // what Channel cannot tell you
+    let reply = client.check(HealthCheckRequest::default()).await?;
+
+    Ok((watch, reply.into_inner().status().as_str_name().into()))
+}
+
+/// The checks around the hyper and tonic snippets, and their servers: a
+/// hyper server (HTTP/1 and HTTP/2) and a tonic health server on 127.0.0.1.
+#[cfg(feature = "http")]
+mod web {
+    use std::{convert::Infallible, error::Error, net::SocketAddr};
+
+    use http_body_util::{Empty, Full};
+    use hyper::body::Bytes;
+    use hyper_util::{
+        rt::{TokioExecutor, TokioIo},
+        server::conn::auto,
+    };
+    use redial::error::Unavailable;
+    use tokio::net::TcpListener;
+    use tonic::{transport::server::TcpIncoming, Code};
+    use tower::{BoxError, ServiceExt};
+
+    use super::{checked, hyper_section, tonic_section};
+
+    /// The shared HTTP/1 handle of the hyper snippet.
+    pub(super) type Http1Client = redial::http::SharedHttp1<Empty<Bytes>>;
+
+    pub(super) async fn hyper() -> Result<(), BoxError> {
+        let addr = hello_server().await?;
+        let (body, client) = hyper_section(addr).await?;
+        assert_eq!(body, "hello from /hello");
+        checked("hyper: an HTTP/1 shared client answers");
+
+        // Two requests at once over the one HTTP/1 connection: the second
+        // waits for the first, and neither needs a connection of its own.
+        let get = |path| http::Request::get(path).body(Empty::new()).unwrap();
+        let (a, b) = tokio::join!(
+            client.clone().oneshot(get("/a")),
+            client.clone().oneshot(get("/b")),
+        );
+        assert!(a?.status().is_success() && b?.status().is_success());
+        assert_eq!(client.watch().state().connects(), 1);
+        checked("hyper: two concurrent HTTP/1 requests, one after the other on one connection");
+        Ok(())
+    }
+
+    pub(super) async fn tonic() -> Result<(), BoxError> {
+        let addr = health_server().await?;
+        let (watch, serving) = tonic_section(addr).await?;
+        assert!(watch.is_connected());
+        assert_eq!(serving, "SERVING");
+        checked("tonic: a generated client over the shared HTTP/2 handle answers");
+
+        // A port nobody listens on: the call fails fast, as a `Status` with
+        // code `Unknown` and redial's `Unavailable` in its source chain.
+        let refused = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+        let status = tonic_section(refused).await.unwrap_err();
+        let status = status.downcast::<tonic::Status>()?;
+        assert_eq!(status.code(), Code::Unknown, "{status}");
+        let mut source = status.source();
+        while let Some(err) = source.filter(|err| !err.is::<Unavailable>()) {
+            source = err.source();
+        }
+        assert!(source.is_some(), "no Unavailable in {status:?}");
+        checked("tonic: with no server, a call fails fast: Code::Unknown, Unavailable as source");
+        Ok(())
+    }
+
+    /// A hyper server answering `hello from <path>` over HTTP/1 and HTTP/2.
+    async fn hello_server() -> Result<SocketAddr, BoxError> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let hello = hyper::service::service_fn(|req: http::Request<_>| {
+                    let body = Full::<Bytes>::from(format!("hello from {}", req.uri().path()));
+                    async move { Ok::<_, Infallible>(http::Response::new(body)) }
+                });
+                tokio::spawn(async move {
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let _ = builder.serve_connection(TokioIo::new(stream), hello).await;
+                });
+            }
+        });
+        Ok(addr)
+    }
+
+    /// tonic's health service, which answers `SERVING`.
+    async fn health_server() -> Result<SocketAddr, BoxError> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let serving = tonic::transport::Server::builder().serve_with_incoming_shutdown(
+            health,
+            TcpIncoming::from(listener),
+            std::future::pending(),
+        );
+        tokio::spawn(serving);
+        Ok(addr)
+    }
+}
