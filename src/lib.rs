@@ -120,7 +120,9 @@
 //!
 //! # Minimum supported Rust version
 //!
-//! 1.85, as declared in `Cargo.toml` (tokio's).
+//! 1.85, as declared in `Cargo.toml`: tokio's, and the highest any
+//! dependency declares, with or without the `http` feature. The test suite
+//! and examples need 1.88 (tonic, proptest).
 
 #![warn(
     missing_debug_implementations,
