@@ -16,7 +16,7 @@
 //!
 //! Each dials through the same counting wrapper around hyper-util's
 //! `HttpConnector`, so "attempts" are TCP dials, counted the same way for
-//! all three. CPU time is the process's (user + system, `getrusage`), from
+//! all three. CPU time is the process's (user + system, from `/proc/self/stat`), from
 //! building the client to the last caller's return; each client runs on a
 //! fresh current-thread runtime, so no two runs overlap.
 //!

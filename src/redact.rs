@@ -30,9 +30,13 @@ pub(crate) fn redact(text: &str) -> Cow<'_, str> {
         let (head, tail) = rest.split_at(at + 3);
         out.push_str(head);
         // The authority ends where the path, query or fragment starts, or
-        // where the surrounding text resumes (a quote, a space, a brace).
+        // where the surrounding text resumes: a quote, a backslash or white
+        // space, none of which a URI holds unescaped. Userinfo may hold
+        // almost any other punctuation (`;`, `,`, `'`, `)`), so nothing else
+        // ends it; where that takes in text after the URI, more is redacted,
+        // never less.
         let end = tail
-            .find(|c: char| "/?#\"' \t\r\n,;)}]>".contains(c))
+            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\\') || c.is_whitespace())
             .unwrap_or(tail.len());
         let authority = &tail[..end];
         match authority.rfind('@') {
@@ -63,6 +67,15 @@ mod tests {
             redact("Target { a: \"grpc://a:b@x\", b: http://c:d@y/ }"),
             "Target { a: \"grpc://***@x\", b: http://***@y/ }"
         );
+    }
+
+    #[test]
+    fn userinfo_with_punctuation_is_replaced_whole() {
+        for secret in ["abc;def", "p,w", "it's", "se)cret", "a}b]c>d", "x=y&z!"] {
+            let text = format!("(http://user:{secret}@db:5432/)");
+            let redacted = redact(&text);
+            assert_eq!(redacted, "(http://***@db:5432/)", "{secret}");
+        }
     }
 
     #[test]

@@ -350,3 +350,22 @@ async fn shared_layer_builds_an_eager_handle_in_a_service_builder() {
     shared.close();
     assert!(shared.watch().disconnected().await.is_closed());
 }
+
+/// mark_disconnected then reset_backoff, taken in one wake-up, drop a young connection and redial at once, as on a plain Reconnect.
+#[tokio::test(start_paused = true)]
+async fn mark_disconnected_then_reset_backoff_redials_at_once() {
+    let make = Make::new();
+    let shared = spawn(layer(), &make, 8);
+    let watch = shared.watch();
+    watch.connected().await.unwrap();
+    // Younger than the proof of life: losing it counts as a failed attempt,
+    // with a delay that only the reset cancels.
+    advance_ms(100).await;
+    let marked_at = Instant::now();
+    shared.mark_disconnected();
+    shared.reset_backoff();
+    settle().await;
+    assert_eq!(make.dials(), 2, "redialled without waiting out the delay");
+    assert!(watch.is_connected());
+    assert_eq!(marked_at.elapsed(), Duration::ZERO);
+}

@@ -64,9 +64,9 @@ use crate::{error::NotReady, ConnectionWatch, Reconnect};
 /// all the time, without a polling loop: it connects at once, the retry
 /// timer and the connect attempt run in the background, and an idle
 /// connection that closes wakes the task through the connection's
-/// `poll_ready` (redial's [`http`](crate) connectors register that wake-up;
+/// `poll_ready` (the connectors of `redial::http` register that wake-up;
 /// a connection of your own must too for this to work), so the watch shows
-/// it within milliseconds and the reconnect starts at once. It also carries
+/// it at once and the reconnect starts at once. It also carries
 /// [`reset_backoff`](Self::reset_backoff) and [`close`](Self::close) for
 /// every clone. `Buffer<Reconnect>` is enough when requests are frequent and
 /// nobody needs to know about the connection between them.

@@ -143,11 +143,13 @@ where
     if signals & CLOSE != 0 {
         return Poll::Ready(Closed::new(None));
     }
-    if signals & RESET_BACKOFF != 0 {
-        service.reset_backoff();
-    }
+    // In the order a caller means them when both arrive in one wake-up:
+    // "this connection is broken", then "the peer is back, retry now".
     if signals & MARK_DISCONNECTED != 0 {
         service.mark_disconnected();
+    }
+    if signals & RESET_BACKOFF != 0 {
+        service.reset_backoff();
     }
     if !inbox.started {
         // Lazy: wait for the first request before connecting.
