@@ -457,6 +457,38 @@ async fn shared_handle_notices_an_idle_close_without_a_request() {
     }
 }
 
+/// The task that drives an http connection logs in the span of the attempt
+/// that made it: its close is logged under the connection's name.
+#[tokio::test]
+async fn connection_task_events_carry_the_connection_name() {
+    let (captured, _guard) = support::logs::Captured::start();
+    for proto in [Proto::Http1, Proto::Http2] {
+        let mut server = Server::start(proto);
+        let layer = layer(&server).name("orders-api");
+        let client: Client = match proto {
+            Proto::Http1 => layer.layer(Http1Connector::new()).spawn(8),
+            Proto::Http2 => layer.layer(Http2Connector::new()).spawn(8),
+        };
+        let watch = client.watch();
+        guard(watch.connected()).await.unwrap();
+        server.stop().await;
+        guard(watch.disconnected()).await;
+        client.close();
+    }
+    let logs = captured.text();
+    let closes: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("http connection"))
+        .collect();
+    assert!(closes.len() >= 2, "both connections' ends logged:\n{logs}");
+    for line in closes {
+        assert!(
+            line.contains(r#"redial{name="orders-api"}"#),
+            "no name on: {line}"
+        );
+    }
+}
+
 /// Closing the shared handle: the server sees the socket closed, later
 /// calls fail with `Closed`, and no task of the client is left.
 #[tokio::test]

@@ -2,46 +2,14 @@
 //! target with userinfo is logged, printed and failed fast without the secret.
 #![cfg(feature = "http")]
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-};
+mod support;
 
 use http::{Request, Uri};
 use http_body_util::Empty;
 use hyper::body::Bytes;
 use redial::{http::Http1Connector, Phase, ReconnectLayer};
+use support::logs::Captured;
 use tower::{Layer, ServiceExt};
-use tracing_subscriber::fmt::MakeWriter;
-
-/// Everything the subscriber writes, kept in memory.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 /// A refused target `http://user:se;cr,et@127.0.0.1:port` (userinfo may hold
 /// punctuation): every log line of the outage (all levels, all crates),
@@ -49,13 +17,7 @@ impl<'a> MakeWriter<'a> for Captured {
 /// the password or any part of it.
 #[tokio::test]
 async fn an_outage_of_a_target_with_userinfo_logs_no_secret() {
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(captured.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = Captured::start();
 
     // A port with nothing listening: every attempt is refused.
     let port = {

@@ -5,6 +5,7 @@ use std::{
 };
 
 use tokio::{runtime::Handle, sync::oneshot};
+use tracing::Instrument;
 
 /// The connection's side of the task that drives it: the task holds the
 /// sender and drops it when the connection ends (sending hyper's error
@@ -15,21 +16,26 @@ pub(crate) struct CloseSignal {
 }
 
 impl CloseSignal {
-    /// Spawns the task that drives the connection `conn` on `runtime`.
+    /// Spawns the task that drives the connection `conn` on `runtime`, in
+    /// the span of the attempt that made it, so its events name the
+    /// connection.
     pub(crate) fn spawn<F>(runtime: &Handle, conn: F) -> Self
     where
         F: Future<Output = hyper::Result<()>> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        runtime.spawn(async move {
-            match conn.await {
-                Ok(()) => tracing::debug!("http connection closed"),
-                Err(err) => {
-                    tracing::debug!(%err, "http connection failed");
-                    let _ = tx.send(err);
+        runtime.spawn(
+            async move {
+                match conn.await {
+                    Ok(()) => tracing::debug!("http connection closed"),
+                    Err(err) => {
+                        tracing::debug!(%err, "http connection failed");
+                        let _ = tx.send(err);
+                    }
                 }
             }
-        });
+            .instrument(tracing::Span::current()),
+        );
         Self { rx: Some(rx) }
     }
 

@@ -22,6 +22,7 @@ use std::{
 
 use tokio::time::Instant;
 use tower::{BoxError, Service};
+use tracing::{instrument::Instrumented, Instrument};
 
 use self::timer::Timer;
 use crate::{
@@ -37,9 +38,12 @@ enum State<F, S> {
     /// No connection, no attempt: before the first demand.
     Idle,
     /// An attempt is running, bounded by the deadline in the timer: the
-    /// make future, or `None` while the make service is not ready yet.
+    /// make future, or `None` while the make service is not ready yet. The
+    /// future runs in a span named for the connection, so what a connector
+    /// logs, and what the tasks it spawns log (redial's `http` connections
+    /// do), says which connection it is about.
     Connecting {
-        fut: Option<Pin<Box<F>>>,
+        fut: Option<Pin<Box<Instrumented<F>>>>,
     },
     Connected {
         svc: S,
@@ -241,15 +245,19 @@ impl<F, S> Machine<F, S> {
                     Poll::Pending => return Poll::Pending,
                 },
                 State::Idle => self.start_attempt(),
-                State::Connecting { fut } => match poll_attempt(fut, cx, make, target) {
-                    Poll::Ready(Ok(svc)) => self.connected(svc),
-                    Poll::Ready(Err(e)) => self.attempt_failed(cause(e)),
-                    Poll::Pending if self.timer.poll(cx).is_pending() => return self.readiness(),
-                    Poll::Pending => {
-                        let timeout = ConnectTimeout::new(self.config.connect_timeout);
-                        self.attempt_failed(cause(timeout));
+                State::Connecting { fut } => {
+                    match poll_attempt(fut, cx, make, target, &self.config) {
+                        Poll::Ready(Ok(svc)) => self.connected(svc),
+                        Poll::Ready(Err(e)) => self.attempt_failed(cause(e)),
+                        Poll::Pending if self.timer.poll(cx).is_pending() => {
+                            return self.readiness()
+                        }
+                        Poll::Pending => {
+                            let timeout = ConnectTimeout::new(self.config.connect_timeout);
+                            self.attempt_failed(cause(timeout));
+                        }
                     }
-                },
+                }
                 State::Disconnected { retry_at } => {
                     // Due by the clock, or by the timer, which fires up to
                     // a millisecond early to make up for tokio's rounding.
@@ -268,10 +276,11 @@ impl<F, S> Machine<F, S> {
 /// Drives a running attempt: the make service's readiness, then its future.
 /// The deadline is the caller's.
 fn poll_attempt<M, T, F, S>(
-    fut: &mut Option<Pin<Box<F>>>,
+    fut: &mut Option<Pin<Box<Instrumented<F>>>>,
     cx: &mut Context<'_>,
     make: &mut M,
     target: &T,
+    config: &Config,
 ) -> Poll<Result<S, ConnectFailed>>
 where
     M: Service<T, Future = F, Response = S>,
@@ -283,7 +292,8 @@ where
         Some(fut) => fut,
         None => {
             ready!(make.poll_ready(cx)).map_err(ConnectFailed::new)?;
-            fut.insert(Box::pin(make.call(target.clone())))
+            let span = tracing::debug_span!("redial", name = config.name.as_deref());
+            fut.insert(Box::pin(make.call(target.clone()).instrument(span)))
         }
     };
     fut.as_mut().poll(cx).map_err(ConnectFailed::new)

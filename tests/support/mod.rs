@@ -6,6 +6,7 @@
 pub mod alloc;
 pub mod echo;
 pub mod errors;
+pub mod logs;
 pub mod net;
 pub mod server;
 
