@@ -56,12 +56,12 @@ mod line;
 #[path = "common/report.rs"]
 mod report;
 
-use std::{future::Future, io, net::SocketAddr, pin::Pin, time::Duration};
+use std::time::Duration;
 
-use line::{LineConn, LineServer};
+use line::{Dial, LineServer};
 use redial::{Backoff, ConnectionState, ConnectionWatch, Phase, ReconnectLayer};
 use report::{chain, connects, every, Clock};
-use tokio::{net::TcpStream, sync::watch, task::JoinHandle, time::Instant};
+use tokio::{sync::watch, task::JoinHandle, time::Instant};
 use tower::{
     balance::p2c::Balance,
     buffer::Buffer,
@@ -100,7 +100,7 @@ async fn main() -> Result<(), BoxError> {
                     .backoff(Backoff::constant(Duration::from_millis(250)))
                     .wait_for_ready(true),
             )
-            .service(tower::service_fn(dial));
+            .service(Dial::default());
         watches.push(endpoint.watch());
         printers.push(tokio::spawn(print_changes(n, endpoint.watch(), clock)));
         endpoints.push(PendingRequests::new(
@@ -166,12 +166,6 @@ async fn main() -> Result<(), BoxError> {
     }
     println!("failed requests: {failed}");
     Ok(())
-}
-
-/// The make service: dials the address and wraps the socket in a
-/// [`LineConn`].
-fn dial(addr: SocketAddr) -> Pin<Box<dyn Future<Output = io::Result<LineConn>> + Send>> {
-    Box::pin(async move { TcpStream::connect(addr).await.map(LineConn::new) })
 }
 
 /// Sends a request every 10 ms for `duration`, each in a task of its own so

@@ -27,20 +27,13 @@ mod line;
 #[path = "common/report.rs"]
 mod report;
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
-use line::{LineConn, LineServer};
+use line::{Dial, LineServer};
 use redial::{error::Unavailable, Backoff, ReconnectLayer};
 use report::{chain, connects, print_changes, Clock, Outcome, Tally, Ticks};
-use tokio::{net::TcpStream, time::Instant};
-use tower::{service_fn, BoxError, Service, ServiceBuilder, ServiceExt};
+use tokio::time::Instant;
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
@@ -52,14 +45,7 @@ async fn main() -> Result<(), BoxError> {
     clock.say(format!("server listening on {}", server.addr()));
 
     // The make service: one TCP connection per call, counted.
-    let attempts = Arc::new(AtomicUsize::new(0));
-    let make = service_fn({
-        let attempts = attempts.clone();
-        move |addr: SocketAddr| {
-            attempts.fetch_add(1, Ordering::Relaxed);
-            async move { TcpStream::connect(addr).await.map(LineConn::new) }
-        }
-    });
+    let make = Dial::default();
     let mut client = ServiceBuilder::new()
         .layer(
             ReconnectLayer::new(server.addr())
@@ -69,7 +55,7 @@ async fn main() -> Result<(), BoxError> {
                     Duration::from_secs(2),
                 )),
         )
-        .service(make);
+        .service(make.clone());
     let watch = client.watch();
     // The next attempt's time shows the backoff growing.
     let printer = tokio::spawn(print_changes("watch", watch.clone(), clock, true));
@@ -89,7 +75,7 @@ async fn main() -> Result<(), BoxError> {
     println!(
         "summary: {}, {} connect attempts, {}",
         tally.counts("requests ok"),
-        attempts.load(Ordering::Relaxed),
+        make.dials(),
         connects(&state),
     );
     Ok(())

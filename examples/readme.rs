@@ -18,51 +18,15 @@ mod line;
 
 // The snippets bring in what they use themselves: only the setup's imports
 // are here.
-use std::{
-    future::Future,
-    io,
-    net::SocketAddr,
-    pin::Pin,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    task::{Context, Poll},
-};
+use std::net::SocketAddr;
 
 use line::{LineConn, LineServer};
 use redial::{error::Closed, future::ResponseFuture, Phase, Shared};
-use tokio::net::TcpStream;
 use tower::{BoxError, Service};
 
 /// What the snippets call `connector`: a make service that dials a line
-/// server (`examples/common/line.rs`, whose connection answers a line with
-/// `echo: <line>`), counting its dials.
-#[derive(Clone, Default)]
-struct Connector {
-    dials: Arc<AtomicUsize>,
-}
-
-impl Connector {
-    fn dials(&self) -> usize {
-        self.dials.load(Ordering::Relaxed)
-    }
-}
-
-impl Service<SocketAddr> for Connector {
-    type Response = LineConn;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<LineConn>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, addr: SocketAddr) -> Self::Future {
-        self.dials.fetch_add(1, Ordering::Relaxed);
-        Box::pin(async move { TcpStream::connect(addr).await.map(LineConn::new) })
-    }
-}
+/// server and counts its dials.
+type Connector = line::Dial;
 
 /// The shared handle the line snippets build.
 type LineClient = Shared<String, ResponseFuture<<LineConn as Service<String>>::Future>>;

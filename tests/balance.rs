@@ -15,22 +15,15 @@
 mod line;
 mod support;
 
-use std::{
-    future::Future,
-    io,
-    net::SocketAddr,
-    pin::{pin, Pin},
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{future::Future, io, net::SocketAddr, pin::pin, time::Duration};
 
-use line::{LineConn, LineServer};
+use line::{Dial, LineServer};
 use redial::{error::Unavailable, Backoff, ConnectionWatch, Phase, Reconnect, ReconnectLayer};
 use support::{
     errors::find,
     net::{guard, refusing_port},
 };
-use tokio::{net::TcpStream, task::JoinHandle};
+use tokio::task::JoinHandle;
 use tower::{
     balance::p2c::Balance,
     buffer::Buffer,
@@ -173,7 +166,7 @@ fn balancer(addrs: impl IntoIterator<Item = SocketAddr>) -> (Client, Vec<Connect
                 .connect_timeout(CONNECT_TIMEOUT)
                 .backoff(Backoff::constant(RETRY))
                 .wait_for_ready(true)
-                .layer(Dial);
+                .layer(Dial::default());
             let watch = svc.watch();
             let endpoint = PendingRequests::new(svc, CompleteOnResponse::default());
             (endpoint, watch)
@@ -263,24 +256,4 @@ fn all_seen(servers: &[LineServer]) -> Vec<String> {
 fn sorted(mut lines: Vec<String>) -> Vec<String> {
     lines.sort();
     lines
-}
-
-// ===== Dial: the make service =====
-
-/// Dials the address and wraps the socket in a [`LineConn`].
-#[derive(Clone, Copy, Debug)]
-struct Dial;
-
-impl Service<SocketAddr> for Dial {
-    type Response = LineConn;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<LineConn>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, addr: SocketAddr) -> Self::Future {
-        Box::pin(async move { TcpStream::connect(addr).await.map(LineConn::new) })
-    }
 }

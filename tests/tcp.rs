@@ -10,22 +10,21 @@ mod line;
 mod support;
 
 use std::{
-    future::{poll_fn, Future},
+    future::poll_fn,
     io,
     net::SocketAddr,
-    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 
-use line::{LineConn, LineServer};
+use line::{Dial, LineConn, LineServer};
 use redial::{error::Unavailable, Backoff, ConnectionWatch, Phase, Reconnect, ReconnectLayer};
 use support::{
     errors::find,
     net::{guard, refusing_port},
 };
-use tokio::{net::TcpStream, sync::watch, task::JoinHandle};
+use tokio::{sync::watch, task::JoinHandle};
 use tower::{buffer::Buffer, BoxError, Layer, Service, ServiceExt};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -216,10 +215,11 @@ fn start_server() -> LineServer {
 
 // ===== Dialer: the make service =====
 
-/// Dials the address and wraps the socket in a [`LineConn`], counting the
-/// attempts on a watch so a test can await them.
+/// The line protocol's [`Dial`], counting the attempts on a watch so a test
+/// can await them.
 #[derive(Clone, Default)]
 struct Dialer {
+    dial: Dial,
     attempts: Arc<watch::Sender<usize>>,
 }
 
@@ -237,14 +237,14 @@ impl Dialer {
 impl Service<SocketAddr> for Dialer {
     type Response = LineConn;
     type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<LineConn>> + Send>>;
+    type Future = <Dial as Service<SocketAddr>>::Future;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.dial.poll_ready(cx)
     }
 
     fn call(&mut self, addr: SocketAddr) -> Self::Future {
         self.attempts.send_modify(|a| *a += 1);
-        Box::pin(async move { TcpStream::connect(addr).await.map(LineConn::new) })
+        self.dial.call(addr)
     }
 }

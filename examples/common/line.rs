@@ -1,7 +1,7 @@
 //! A small line protocol over TCP, shared by the demo and the real-socket
 //! tests: [`LineConn`], a client connection that sends a line and reads one
-//! back, and [`LineServer`], a server on which it can be stopped and started
-//! again on the same port.
+//! back, [`Dial`], the make service that dials one, and [`LineServer`], a
+//! server on which it can be stopped and started again on the same port.
 //!
 //! `examples/demo.rs` includes it with `#[path = "common/line.rs"] mod line;`
 //! and `tests/tcp.rs` with `#[path = "../examples/common/line.rs"] mod line;`.
@@ -13,7 +13,10 @@ use std::{
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
     task::{Context, Poll},
 };
 
@@ -24,6 +27,38 @@ use tokio::{
     task::{JoinHandle, JoinSet},
 };
 use tower::Service;
+
+// ===== Dial: the make service =====
+
+/// Dials an address and wraps the socket in a [`LineConn`], counting its
+/// dials (clones share the count).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Dial {
+    dials: Arc<AtomicUsize>,
+}
+
+impl Dial {
+    /// How many times it has dialled.
+    #[allow(dead_code)] // not every includer reports its dials
+    pub(crate) fn dials(&self) -> usize {
+        self.dials.load(Ordering::Relaxed)
+    }
+}
+
+impl Service<SocketAddr> for Dial {
+    type Response = LineConn;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<LineConn>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, addr: SocketAddr) -> Self::Future {
+        self.dials.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move { TcpStream::connect(addr).await.map(LineConn::new) })
+    }
+}
 
 // ===== LineConn: the connection =====
 
