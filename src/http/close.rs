@@ -18,8 +18,13 @@ pub(crate) struct CloseSignal {
 impl CloseSignal {
     /// Spawns the task that drives the connection `conn` on `runtime`, in
     /// the span of the attempt that made it, so its events name the
-    /// connection.
-    pub(crate) fn spawn<F>(runtime: &Handle, conn: F) -> Self
+    /// connection. If the connection fails, the task hands hyper's error to
+    /// `on_failure` first: it runs whether or not anyone polls the signal.
+    pub(crate) fn spawn<F>(
+        runtime: &Handle,
+        conn: F,
+        on_failure: impl FnOnce(&hyper::Error) + Send + 'static,
+    ) -> Self
     where
         F: Future<Output = hyper::Result<()>> + Send + 'static,
     {
@@ -30,6 +35,7 @@ impl CloseSignal {
                     Ok(()) => tracing::debug!("http connection closed"),
                     Err(err) => {
                         tracing::debug!(%err, "http connection failed");
+                        on_failure(&err);
                         let _ = tx.send(err);
                     }
                 }

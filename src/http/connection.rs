@@ -13,7 +13,7 @@ use hyper::{
 };
 use tower::{BoxError, Service};
 
-use super::{close::CloseSignal, origin::Origin};
+use super::{close::CloseSignal, origin::Origin, ping};
 
 // ===== Http1Connection =====
 
@@ -99,7 +99,7 @@ impl<B> fmt::Debug for Http1Connection<B> {
 /// `poll_ready` returns `Err(`[`ConnectionClosed`]`)` once the connection has
 /// closed: the server closed it or sent `GOAWAY` and finished, the socket
 /// failed, or a keep-alive ping went unanswered (when set up with
-/// [`Http2Connector::hyper_builder`]). While the connection is open, `poll_ready`
+/// [`Http2Connector::keep_alive`]). While the connection is open, `poll_ready`
 /// leaves the caller's waker with the task driving it, even when it answers
 /// `Ready(Ok)`, so a task parked on readiness alone is woken as soon as an
 /// idle connection goes away. redial's eager shared
@@ -111,7 +111,7 @@ impl<B> fmt::Debug for Http1Connection<B> {
 /// no stream is outstanding; the driving task then ends.
 ///
 /// [`Http2Connector`]: super::Http2Connector
-/// [`Http2Connector::hyper_builder`]: super::Http2Connector::hyper_builder
+/// [`Http2Connector::keep_alive`]: super::Http2Connector::keep_alive
 ///
 /// # Examples
 ///
@@ -332,7 +332,13 @@ impl fmt::Debug for ResponseFuture {
 ///
 /// Its [`source`](StdError::source) is hyper's error when the connection
 /// failed, the first time it is reported, and `None` when it closed
-/// cleanly (the server closed it) or on later reports.
+/// cleanly (the server closed it) or on later reports. Two failures are
+/// told apart, in the message too, since they call for different fixes:
+/// an unanswered keep-alive ping
+/// ([`is_keep_alive_timeout`](Self::is_keep_alive_timeout), "http
+/// connection closed: keep-alive timed out") and a server that found the
+/// pings too frequent ([`is_too_many_pings`](Self::is_too_many_pings)). See
+/// [`Http2Connector::keep_alive`](super::Http2Connector::keep_alive).
 ///
 /// # Examples
 ///
@@ -349,17 +355,50 @@ impl fmt::Debug for ResponseFuture {
 #[derive(Debug)]
 pub struct ConnectionClosed {
     source: Option<hyper::Error>,
+    why: Why,
+}
+
+/// What the message says beyond "closed", read from hyper's error once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    Unsaid,
+    KeepAliveTimedOut,
+    TooManyPings,
 }
 
 impl ConnectionClosed {
     pub(crate) fn new(source: Option<hyper::Error>) -> Self {
-        Self { source }
+        let why = match &source {
+            Some(err) if ping::is_keep_alive_timeout(err) => Why::KeepAliveTimedOut,
+            Some(err) if ping::is_too_many_pings(err) => Why::TooManyPings,
+            _ => Why::Unsaid,
+        };
+        Self { source, why }
+    }
+
+    /// `true` if a keep-alive ping went unanswered: the peer went silent,
+    /// or the path to it did.
+    pub fn is_keep_alive_timeout(&self) -> bool {
+        self.why == Why::KeepAliveTimedOut
+    }
+
+    /// `true` if the server sent `GOAWAY` with `ENHANCE_YOUR_CALM`, which a
+    /// gRPC server sends (with `too_many_pings`) to a client that pings
+    /// more often than it allows.
+    pub fn is_too_many_pings(&self) -> bool {
+        self.why == Why::TooManyPings
     }
 }
 
 impl fmt::Display for ConnectionClosed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("http connection closed")
+        match self.why {
+            Why::Unsaid => f.write_str("http connection closed"),
+            Why::KeepAliveTimedOut => f.write_str("http connection closed: keep-alive timed out"),
+            Why::TooManyPings => f.write_str(
+                "http connection closed: the server sent GOAWAY ENHANCE_YOUR_CALM (too many pings)",
+            ),
+        }
     }
 }
 

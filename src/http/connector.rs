@@ -19,7 +19,7 @@ use tower::{BoxError, Service};
 
 use super::{
     connection::{Http1Connection, Http2Connection},
-    handshake::Handshake,
+    handshake::{Handshake, Http2Settings},
     origin::Origin,
 };
 
@@ -166,7 +166,7 @@ impl<B, C> Http1Connector<B, C> {
 /// ```
 pub struct Http2Connector<B, C = HttpConnector> {
     connector: C,
-    builder: http2::Builder<TokioExecutor>,
+    builder: Http2Settings,
     _body: PhantomData<fn(B)>,
 }
 
@@ -199,34 +199,30 @@ impl<B, C> Http2Connector<B, C> {
     pub fn with_connector(connector: C) -> Self {
         Self {
             connector,
-            builder: http2::Builder::new(TokioExecutor::new()),
+            builder: Http2Settings::new(),
             _body: PhantomData,
         }
     }
 
-    /// Sets the hyper settings each handshake uses, such as HTTP/2
-    /// keep-alive pings, which also catch a peer that vanished without
-    /// closing the socket.
+    /// Sets the hyper settings each handshake uses. For keep-alive pings,
+    /// use [`keep_alive`](Self::keep_alive), which overrides these
+    /// settings' own.
     ///
     /// ```
-    /// use std::time::Duration;
     /// use http_body_util::Empty;
     /// use hyper::{body::Bytes, client::conn::http2};
-    /// use hyper_util::rt::{TokioExecutor, TokioTimer};
+    /// use hyper_util::rt::TokioExecutor;
     /// use redial::http::Http2Connector;
     ///
     /// let mut settings = http2::Builder::new(TokioExecutor::new());
-    /// settings
-    ///     .timer(TokioTimer::new())
-    ///     .keep_alive_interval(Duration::from_secs(20))
-    ///     .keep_alive_timeout(Duration::from_secs(10));
+    /// settings.initial_stream_window_size(1 << 20);
     /// let connector = Http2Connector::<Empty<Bytes>>::new().hyper_builder(settings);
     /// # let _ = connector;
     /// ```
     ///
     /// Default is `http2::Builder::new(TokioExecutor::new())`.
     pub fn hyper_builder(mut self, builder: http2::Builder<TokioExecutor>) -> Self {
-        self.builder = builder;
+        self.builder.set_hyper(builder);
         self
     }
 
@@ -248,6 +244,16 @@ impl<B, C> Http2Connector<B, C> {
     /// ```
     pub fn get_mut(&mut self) -> &mut C {
         &mut self.connector
+    }
+
+    /// What each handshake gets besides the dialled I/O, for the
+    /// keep-alive settings, which live with them.
+    pub(super) fn settings(&self) -> &Http2Settings {
+        &self.builder
+    }
+
+    pub(super) fn settings_mut(&mut self) -> &mut Http2Settings {
+        &mut self.builder
     }
 }
 

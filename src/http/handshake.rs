@@ -13,6 +13,7 @@ use super::{
     close::CloseSignal,
     connection::{ConnectionClosed, Http1Connection, Http2Connection},
     origin::Origin,
+    ping::Pings,
     preface::Preface,
 };
 
@@ -52,12 +53,42 @@ where
         I: Read + Write + Unpin + Send + 'static,
     {
         let (sender, conn) = self.handshake::<_, B>(io).await?;
-        let closed = CloseSignal::spawn(runtime, conn);
+        let closed = CloseSignal::spawn(runtime, conn, |_| ());
         Ok(Http1Connection::new(sender, closed, origin))
     }
 }
 
-impl<B> Handshake<B> for http2::Builder<TokioExecutor>
+/// What an HTTP/2 attempt needs once the I/O is dialled: hyper's settings,
+/// and redial's keep-alive pings, which set hyper's up afresh for each
+/// connection (the interval may have grown since the last one).
+#[derive(Clone, Debug)]
+pub(crate) struct Http2Settings {
+    hyper: http2::Builder<TokioExecutor>,
+    pings: Option<Pings>,
+}
+
+impl Http2Settings {
+    pub(crate) fn new() -> Self {
+        Self {
+            hyper: http2::Builder::new(TokioExecutor::new()),
+            pings: None,
+        }
+    }
+
+    pub(crate) fn set_hyper(&mut self, builder: http2::Builder<TokioExecutor>) {
+        self.hyper = builder;
+    }
+
+    pub(crate) fn set_pings(&mut self, pings: Pings) {
+        self.pings = Some(pings);
+    }
+
+    pub(crate) fn pings(&self) -> Option<&Pings> {
+        self.pings.as_ref()
+    }
+}
+
+impl<B> Handshake<B> for Http2Settings
 where
     B: Body + Unpin + Send + 'static,
     B::Data: Send,
@@ -74,9 +105,23 @@ where
     where
         I: Read + Write + Unpin + Send + 'static,
     {
+        let Self {
+            hyper: mut builder,
+            pings,
+        } = self;
+        // The interval is read at each dial, so a connection dialled after
+        // a "too many pings" pings less often.
+        let pings = pings.map(|pings| {
+            let interval = pings.apply(&mut builder);
+            (pings, interval)
+        });
         let (io, spoke) = Preface::new(io);
-        let (sender, conn) = self.handshake::<_, B>(io).await?;
-        let mut closed = CloseSignal::spawn(runtime, conn);
+        let (sender, conn) = builder.handshake::<_, B>(io).await?;
+        let mut closed = CloseSignal::spawn(runtime, conn, move |err| {
+            if let Some((pings, interval)) = pings {
+                pings.failed(interval, err);
+            }
+        });
         // The handshake returns before the server has said anything: wait
         // for its preface, so a peer that never speaks HTTP/2 fails the
         // attempt (by the connect timeout) rather than looking connected.

@@ -114,7 +114,9 @@ mod close;
 mod connection;
 mod connector;
 mod handshake;
+mod keepalive;
 mod origin;
+mod ping;
 mod preface;
 
 pub use self::{
