@@ -1,8 +1,16 @@
-//! The connectors' keep-alive settings: HTTP/2 pings on [`Http2Connector`].
+//! The connectors' keep-alive settings: HTTP/2 pings on [`Http2Connector`],
+//! and TCP keep-alive and `TCP_USER_TIMEOUT` on both connectors when they
+//! dial with hyper-util's [`HttpConnector`]. When to use which is in the
+//! module docs' "Keep-alive" section.
 
 use std::time::Duration;
 
-use super::{connector::Http2Connector, ping::Pings};
+use hyper_util::client::legacy::connect::HttpConnector;
+
+use super::{
+    connector::{Http1Connector, Http2Connector},
+    ping::Pings,
+};
 
 // ===== HTTP/2 pings =====
 
@@ -61,3 +69,84 @@ impl<B, C> Http2Connector<B, C> {
         self.settings().pings().map(Pings::interval)
     }
 }
+
+// ===== TCP =====
+
+// The same two setters on both connectors, each a one-line call into
+// hyper-util's `HttpConnector`.
+macro_rules! tcp_settings {
+    ($connector:ident) => {
+        impl<B> $connector<B, HttpConnector> {
+            /// Turns on TCP keep-alive (`SO_KEEPALIVE`) on each socket,
+            /// with the first probe after `idle` without traffic.
+            ///
+            /// The kernel then probes an idle connection and closes it when
+            /// the probes go unanswered, so a peer host that vanished is
+            /// noticed without a request. It is slow and coarse: the probes'
+            /// spacing and count are the system's (on Linux 75 s and 9, so
+            /// about 11 minutes after `idle`) unless you set them through
+            /// [`get_mut`](Self::get_mut) (`set_keepalive_interval`,
+            /// `set_keepalive_retries`), and it sees only the next TCP hop: a
+            /// proxy answers the probes itself, and a server whose host is
+            /// up but whose process hangs answers them too. Use it for
+            /// HTTP/1, which has no pings of its own; for HTTP/2, prefer
+            /// [`Http2Connector::keep_alive`]. See the module docs'
+            /// [Keep-alive](super#keep-alive) section.
+            ///
+            /// ```
+            /// use std::time::Duration;
+            /// use http_body_util::Empty;
+            /// use hyper::body::Bytes;
+            #[doc = concat!("use redial::http::", stringify!($connector), ";")]
+            ///
+            #[doc = concat!("let connector = ", stringify!($connector), "::<Empty<Bytes>>::new()")]
+            ///     .tcp_keepalive(Duration::from_secs(60));
+            /// # let _ = connector;
+            /// ```
+            ///
+            /// Default is off: no TCP keep-alive probes.
+            pub fn tcp_keepalive(mut self, idle: Duration) -> Self {
+                self.get_mut().set_keepalive(Some(idle));
+                self
+            }
+
+            /// Sets `TCP_USER_TIMEOUT` on each socket: the kernel closes the
+            /// connection when data it sent stays unacknowledged for
+            /// `timeout`.
+            ///
+            /// Without it, Linux retransmits for about 15 minutes before it
+            /// gives up, so a request written to a peer that vanished can
+            /// hang that long; with it, the connection fails after
+            /// `timeout`, and `Reconnect` dials again. It bounds unanswered
+            /// TCP keep-alive probes too. Like TCP keep-alive it sees only
+            /// the next TCP hop, not a proxy's far side. Set it above the
+            /// longest stall the network may have, or a slow but live peer
+            /// loses its connection. Only on Linux, Android and Fuchsia.
+            ///
+            /// ```
+            /// use std::time::Duration;
+            /// use http_body_util::Empty;
+            /// use hyper::body::Bytes;
+            #[doc = concat!("use redial::http::", stringify!($connector), ";")]
+            ///
+            #[doc = concat!("let connector = ", stringify!($connector), "::<Empty<Bytes>>::new()")]
+            ///     .tcp_user_timeout(Duration::from_secs(30));
+            /// # let _ = connector;
+            /// ```
+            ///
+            /// Default is the system's: unset.
+            #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+            #[cfg_attr(
+                docsrs,
+                doc(cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux")))
+            )]
+            pub fn tcp_user_timeout(mut self, timeout: Duration) -> Self {
+                self.get_mut().set_tcp_user_timeout(Some(timeout));
+                self
+            }
+        }
+    };
+}
+
+tcp_settings!(Http1Connector);
+tcp_settings!(Http2Connector);
