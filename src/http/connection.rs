@@ -13,7 +13,7 @@ use hyper::{
 };
 use tower::{BoxError, Service};
 
-use super::{close::CloseSignal, origin::Origin, ping};
+use super::{close::CloseSignal, origin::Origin, ping::Why};
 
 // ===== Http1Connection =====
 
@@ -358,21 +358,9 @@ pub struct ConnectionClosed {
     why: Why,
 }
 
-/// What the message says beyond "closed", read from hyper's error once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Why {
-    Unsaid,
-    KeepAliveTimedOut,
-    TooManyPings,
-}
-
 impl ConnectionClosed {
     pub(crate) fn new(source: Option<hyper::Error>) -> Self {
-        let why = match &source {
-            Some(err) if ping::is_keep_alive_timeout(err) => Why::KeepAliveTimedOut,
-            Some(err) if ping::is_too_many_pings(err) => Why::TooManyPings,
-            _ => Why::Unsaid,
-        };
+        let why = Why::of(source.as_ref());
         Self { source, why }
     }
 
@@ -382,8 +370,8 @@ impl ConnectionClosed {
         self.why == Why::KeepAliveTimedOut
     }
 
-    /// `true` if the server sent `GOAWAY` with `ENHANCE_YOUR_CALM`, which a
-    /// gRPC server sends (with `too_many_pings`) to a client that pings
+    /// `true` if the server sent `GOAWAY ENHANCE_YOUR_CALM` with the debug
+    /// data `too_many_pings`, as a gRPC server does to a client that pings
     /// more often than it allows.
     pub fn is_too_many_pings(&self) -> bool {
         self.why == Why::TooManyPings
@@ -392,13 +380,7 @@ impl ConnectionClosed {
 
 impl fmt::Display for ConnectionClosed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.why {
-            Why::Unsaid => f.write_str("http connection closed"),
-            Why::KeepAliveTimedOut => f.write_str("http connection closed: keep-alive timed out"),
-            Why::TooManyPings => f.write_str(
-                "http connection closed: the server sent GOAWAY ENHANCE_YOUR_CALM (too many pings)",
-            ),
-        }
+        f.write_str(self.why.message())
     }
 }
 

@@ -30,8 +30,8 @@ impl<B, C> Http2Connector<B, C> {
     /// resent. Without pings such a connection looks open until the
     /// operating system gives up on it, which for an idle one is never.
     ///
-    /// A server that finds the pings too frequent answers with `GOAWAY
-    /// ENHANCE_YOUR_CALM` (gRPC servers add `too_many_pings`): the
+    /// A gRPC server that finds the pings too frequent answers with `GOAWAY
+    /// ENHANCE_YOUR_CALM` and the debug data `too_many_pings`: the
     /// connection closes, and the next one pings at twice the interval the
     /// closed one used (gRFC A8), for every clone of this connector; a
     /// warning says so. [`keep_alive_interval`](Self::keep_alive_interval)

@@ -84,30 +84,60 @@ fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// What a closed connection's message says beyond "closed", read from
+/// hyper's error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Why {
+    Unsaid,
+    KeepAliveTimedOut,
+    TooManyPings,
+}
+
+impl Why {
+    pub(crate) fn of(err: Option<&hyper::Error>) -> Self {
+        match err {
+            Some(err) if is_keep_alive_timeout(err) => Self::KeepAliveTimedOut,
+            Some(err) if is_too_many_pings(err) => Self::TooManyPings,
+            _ => Self::Unsaid,
+        }
+    }
+
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            Self::Unsaid => "http connection closed",
+            Self::KeepAliveTimedOut => "http connection closed: keep-alive timed out",
+            Self::TooManyPings => {
+                "http connection closed: the server said too many pings (GOAWAY ENHANCE_YOUR_CALM)"
+            }
+        }
+    }
+}
+
 /// hyper closed the connection because a keep-alive ping went unanswered.
 ///
 /// hyper gives no kind for it; the only timer its HTTP/2 client runs is the
 /// keep-alive's, and its HTTP/1 client runs none, so a timeout in a
 /// client connection's error is this one.
-pub(crate) fn is_keep_alive_timeout(err: &hyper::Error) -> bool {
+fn is_keep_alive_timeout(err: &hyper::Error) -> bool {
     err.is_timeout()
 }
 
-/// The server sent `GOAWAY` with `ENHANCE_YOUR_CALM`: what a gRPC server
-/// sends, with the debug data `too_many_pings`, to a client that pings more
-/// often than its policy allows.
+/// The server sent `GOAWAY` with `ENHANCE_YOUR_CALM` and the debug data
+/// `too_many_pings`: what a gRPC server sends to a client that pings more
+/// often than its policy allows (gRFC A8).
 ///
-/// h2 keeps a `GOAWAY`'s debug data to itself (only its `Display` shows
-/// it), so the reason alone decides: a server sends `ENHANCE_YOUR_CALM` to
-/// a client it finds too busy, and pinging less often is the fitting answer
-/// whatever the debug data says.
-pub(crate) fn is_too_many_pings(err: &hyper::Error) -> bool {
+/// The debug data matters: h2 sends `ENHANCE_YOUR_CALM` for other abuse
+/// too (`too_many_resets`, `too_many_continuations`), which slower pings
+/// would not cure. h2 shows a `GOAWAY`'s debug data only in its message, so
+/// that is where it is read; `tests/keepalive.rs` fails if it moves.
+fn is_too_many_pings(err: &hyper::Error) -> bool {
     let mut next = err.source();
     while let Some(err) = next {
         if let Some(h2) = err.downcast_ref::<h2::Error>() {
             return h2.is_go_away()
                 && h2.is_remote()
-                && h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM);
+                && h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM)
+                && h2.to_string().contains("too_many_pings");
         }
         next = err.source();
     }
