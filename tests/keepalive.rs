@@ -1,12 +1,14 @@
 #![cfg(feature = "http")]
-//! Keep-alive over real sockets on 127.0.0.1: a relay between the client and
-//! a hyper server freezes an established connection (forwards nothing
-//! either way, closes nothing), as a hung proxy or a dropped route would.
-//! HTTP/2 pings notice it within interval + timeout and the client
-//! reconnects on a fresh socket; without them it goes unnoticed. A
-//! hand-written HTTP/2 server that polices pings, as gRPC servers do,
-//! answers frequent ones with `GOAWAY ENHANCE_YOUR_CALM "too_many_pings"`,
-//! and the next connection pings half as often.
+//! Keep-alive over real sockets on 127.0.0.1. A relay
+//! (`support::relay`) between the client and a hyper HTTP/2 server freezes
+//! an established connection (forwards nothing either way, closes nothing),
+//! as a hung proxy or a dropped route would: pings notice it within
+//! interval + timeout and the client reconnects on a fresh socket; without
+//! them it goes unnoticed. A hand-written HTTP/2 server that polices pings
+//! as gRPC servers do (`support::police`) answers frequent ones with
+//! `GOAWAY ENHANCE_YOUR_CALM "too_many_pings"`, and the next connection
+//! pings half as often. On Linux, the kernel's own table shows that
+//! `tcp_keepalive` reaches the socket.
 //!
 //! The detection times are measured on the real clock; the bounds allow
 //! [`MARGIN`] for scheduling, and every other wait is on an event.
@@ -15,10 +17,7 @@ mod support;
 use std::{
     convert::Infallible,
     net::SocketAddr,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -34,12 +33,12 @@ use support::{
     errors::find,
     logs::Captured,
     net::guard,
+    police::PingPolice,
+    relay::Relay,
     server::{listen, serve_connection, Proto, Running},
 };
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-    sync::{oneshot, watch},
+    sync::watch,
     time::{timeout, Instant},
 };
 use tower::{BoxError, Layer, ServiceExt};
@@ -62,7 +61,10 @@ async fn keep_alive_notices_a_frozen_idle_connection() {
     support::trace_init();
     let server = Server::start();
     let relay = Relay::start(server.addr).await;
-    let client = client(&relay, Http2Connector::new().keep_alive(INTERVAL, TIMEOUT));
+    let client = client(
+        relay.uri(),
+        Http2Connector::new().keep_alive(INTERVAL, TIMEOUT),
+    );
     let watch = client.watch();
     assert_eq!(guard(get(&client, "/one")).await.unwrap(), "hello /one");
 
@@ -95,7 +97,10 @@ async fn keep_alive_fails_the_request_in_flight_on_a_frozen_connection() {
     support::trace_init();
     let server = Server::start();
     let relay = Relay::start(server.addr).await;
-    let client = client(&relay, Http2Connector::new().keep_alive(INTERVAL, TIMEOUT));
+    let client = client(
+        relay.uri(),
+        Http2Connector::new().keep_alive(INTERVAL, TIMEOUT),
+    );
     let watch = client.watch();
     guard(watch.connected()).await.unwrap();
 
@@ -126,7 +131,7 @@ async fn without_keep_alive_a_frozen_connection_goes_unnoticed() {
     support::trace_init();
     let server = Server::start();
     let relay = Relay::start(server.addr).await;
-    let client = client(&relay, Http2Connector::new());
+    let client = client(relay.uri(), Http2Connector::new());
     let watch = client.watch();
     assert_eq!(guard(get(&client, "/one")).await.unwrap(), "hello /one");
 
@@ -137,8 +142,8 @@ async fn without_keep_alive_a_frozen_connection_goes_unnoticed() {
     assert_eq!(relay.accepted(), 1);
 }
 
-fn client(relay: &Relay, connector: Http2Connector<Body>) -> SharedHttp2<Body> {
-    ReconnectLayer::new(relay.uri())
+fn client(uri: Uri, connector: Http2Connector<Body>) -> SharedHttp2<Body> {
+    ReconnectLayer::new(uri)
         .backoff(Backoff::constant(RETRY))
         .layer(connector)
         .spawn(8)
@@ -246,13 +251,10 @@ fn tcp_timer(local: SocketAddr, remote: SocketAddr) -> Option<(u8, u64)> {
 #[tokio::test]
 async fn too_many_pings_doubles_the_interval_of_the_next_connection() {
     let (captured, _guard) = Captured::start();
-    let police = PingPolice::start(Duration::from_millis(350)).await;
+    let police = PingPolice::start(Duration::from_millis(350), b"too_many_pings");
     let connector = Http2Connector::new().keep_alive(INTERVAL, Duration::from_secs(5));
     let shares_the_interval = connector.clone();
-    let client: SharedHttp2<Body> = ReconnectLayer::new(police.uri())
-        .backoff(Backoff::constant(RETRY))
-        .layer(connector)
-        .spawn(8);
+    let client = client(police.uri(), connector);
     let watch = client.watch();
 
     guard(watch.connected()).await.unwrap();
@@ -284,173 +286,30 @@ async fn too_many_pings_doubles_the_interval_of_the_next_connection() {
     assert!(warnings[0].contains("interval=400ms"), "{logs}");
 }
 
-/// A minimal HTTP/2 server that answers pings, and sends GOAWAY
-/// ENHANCE_YOUR_CALM "too_many_pings" and closes when one comes less than
-/// `min` after the connection opened or after the previous ping, as a gRPC
-/// server's ping policy does. It counts the pings it answered, per
-/// connection.
-struct PingPolice {
-    addr: SocketAddr,
-    answered: watch::Sender<Vec<usize>>,
-    _running: Running,
+/// GOAWAY ENHANCE_YOUR_CALM for other abuse (h2 sends `too_many_resets`
+/// to a client that resets streams too fast) is not about pings: the
+/// interval stays, and no warning blames the pings.
+#[tokio::test]
+async fn enhance_your_calm_about_something_else_leaves_the_interval() {
+    let (captured, _guard) = Captured::start();
+    let police = PingPolice::start(Duration::from_millis(350), b"too_many_resets");
+    let connector = Http2Connector::new().keep_alive(INTERVAL, Duration::from_secs(5));
+    let shares_the_interval = connector.clone();
+    let client = client(police.uri(), connector);
+    let watch = client.watch();
+
+    guard(watch.connected()).await.unwrap();
+    let state = guard(watch.disconnected()).await;
+    let err = state.last_error().expect("the loss has a cause");
+    let closed = find::<ConnectionClosed>(err).expect("closed by the server");
+    assert!(!closed.is_too_many_pings(), "{}", chain(err));
+    assert!(chain(err).contains("too_many_resets"), "{}", chain(err));
+    assert_eq!(shares_the_interval.keep_alive_interval(), Some(INTERVAL));
+    let logs = captured.text();
+    assert!(!logs.contains("keep-alive interval doubled"), "{logs}");
 }
 
-const SETTINGS: u8 = 0x4;
-const PING: u8 = 0x6;
-const GOAWAY: u8 = 0x7;
-const ACK: u8 = 0x1;
-const ENHANCE_YOUR_CALM: u32 = 0xb;
-
-impl PingPolice {
-    async fn start(min: Duration) -> Self {
-        let listener = listen(([127, 0, 0, 1], 0).into(), 16);
-        let addr = listener.local_addr().unwrap();
-        let answered = watch::Sender::new(Vec::new());
-        let counts = answered.clone();
-        let running = Running::accept(listener, move |tcp, _| {
-            let mut conn = 0;
-            counts.send_modify(|answered| {
-                conn = answered.len();
-                answered.push(0);
-            });
-            Some(police(tcp, min, counts.clone(), conn))
-        });
-        Self {
-            addr,
-            answered,
-            _running: running,
-        }
-    }
-
-    fn uri(&self) -> Uri {
-        format!("http://{}", self.addr).parse().unwrap()
-    }
-
-    fn connections(&self) -> usize {
-        self.answered.borrow().len()
-    }
-
-    /// Until connection `conn` (from 0) has had `n` pings answered.
-    async fn until_answered(&self, conn: usize, n: usize) {
-        let mut rx = self.answered.subscribe();
-        let _ = rx.wait_for(|answered| answered.get(conn) >= Some(&n)).await;
-    }
-}
-
-async fn police(
-    mut tcp: TcpStream,
-    min: Duration,
-    answered: watch::Sender<Vec<usize>>,
-    conn: usize,
-) {
-    let mut last = Instant::now();
-    let mut preface = [0; 24];
-    if tcp.read_exact(&mut preface).await.is_err() {
-        return;
-    }
-    assert_eq!(&preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-    let _ = tcp.write_all(&frame(SETTINGS, 0, &[])).await;
-    loop {
-        let mut head = [0; 9];
-        if tcp.read_exact(&mut head).await.is_err() {
-            return;
-        }
-        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-        let mut payload = vec![0; len];
-        if tcp.read_exact(&mut payload).await.is_err() {
-            return;
-        }
-        let reply = match (head[3], head[4] & ACK) {
-            (SETTINGS, 0) => frame(SETTINGS, ACK, &[]),
-            (PING, 0) if last.elapsed() < min => {
-                let mut goaway = 0_u32.to_be_bytes().to_vec(); // last stream id
-                goaway.extend(ENHANCE_YOUR_CALM.to_be_bytes());
-                goaway.extend(b"too_many_pings");
-                let _ = tcp.write_all(&frame(GOAWAY, 0, &goaway)).await;
-                return;
-            }
-            (PING, 0) => {
-                last = Instant::now();
-                answered.send_modify(|answered| answered[conn] += 1);
-                frame(PING, ACK, &payload)
-            }
-            _ => continue,
-        };
-        if tcp.write_all(&reply).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// An HTTP/2 frame on stream 0.
-fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
-    let mut frame = vec![len[1], len[2], len[3], kind, flags, 0, 0, 0, 0];
-    frame.extend_from_slice(payload);
-    frame
-}
-
-// ===== the relay and the server =====
-
-/// Forwards each connection to `upstream` until told to freeze: then it
-/// stops forwarding both ways and holds both sockets open, so neither side
-/// sees a close. It counts the sockets it accepted.
-struct Relay {
-    addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
-    freezers: Arc<Mutex<Vec<oneshot::Sender<()>>>>,
-    _running: Running,
-}
-
-impl Relay {
-    async fn start(upstream: SocketAddr) -> Self {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let freezers = Arc::new(Mutex::new(Vec::new()));
-        let (counted, frozen) = (accepted.clone(), freezers.clone());
-        let running = Running::accept(listener, move |client, _| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            let (freeze, on_freeze) = oneshot::channel();
-            frozen.lock().unwrap().push(freeze);
-            Some(relay(client, upstream, on_freeze))
-        });
-        Self {
-            addr,
-            accepted,
-            freezers,
-            _running: running,
-        }
-    }
-
-    fn uri(&self) -> Uri {
-        format!("http://{}", self.addr).parse().unwrap()
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-
-    /// Freezes every connection relayed so far.
-    fn freeze(&self) {
-        for freeze in self.freezers.lock().unwrap().drain(..) {
-            let _ = freeze.send(());
-        }
-    }
-}
-
-async fn relay(mut client: TcpStream, upstream: SocketAddr, freeze: oneshot::Receiver<()>) {
-    let Ok(mut server) = TcpStream::connect(upstream).await else {
-        return;
-    };
-    tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
-        _ = freeze => {}
-    }
-    // Frozen: both sockets stay open, and nothing moves, until the relay
-    // stops.
-    std::future::pending::<()>().await;
-}
+// ===== the server =====
 
 /// Answers `hello <path>` over HTTP/2 (or `proto`), except `/slow`, which
 /// it never answers, and records each request's path and each client's

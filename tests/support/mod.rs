@@ -8,6 +8,8 @@ pub mod echo;
 pub mod errors;
 pub mod logs;
 pub mod net;
+pub mod police;
+pub mod relay;
 pub mod server;
 
 use std::{
