@@ -68,6 +68,75 @@
 //! eager shared handle relies on it to notice idle disconnects and reconnect
 //! in the background.
 //!
+//! # Keep-alive
+//!
+//! A peer that goes silent without closing the connection (a host that
+//! died, a proxy or load balancer that hung, a NAT or firewall entry that
+//! expired) leaves a connection that looks open: nothing arrives, and
+//! nothing says why. Left alone, an idle one is never noticed, and a
+//! request sent on it waits until the operating system gives up on the
+//! data (about 15 minutes on Linux). Three settings shorten that; all are
+//! off by default, as in gRPC.
+//!
+//! - **HTTP/2 pings**:
+//!   [`Http2Connector::keep_alive(interval, timeout)`](Http2Connector::keep_alive)
+//!   sends a `PING` every `interval`, idle or not, and closes the
+//!   connection when one goes unanswered for `timeout`, so a silent peer is
+//!   noticed within `interval + timeout`. `poll_ready` then fails with
+//!   [`ConnectionClosed`] ("http connection closed: keep-alive timed out",
+//!   [`is_keep_alive_timeout`](ConnectionClosed::is_keep_alive_timeout)),
+//!   the watch shows the loss, and `Reconnect` dials again by its usual
+//!   rules; a request in flight fails with hyper's timeout error and is not
+//!   resent. Whatever speaks HTTP/2 at the far end must answer them: the
+//!   server, through TCP proxies and load balancers, or an HTTP/2 proxy
+//!   itself. So they catch a hung proxy or a hung server process as well as
+//!   a dead host. Use them for HTTP/2 and gRPC.
+//! - **TCP keep-alive**: `tcp_keepalive(idle)` on either connector
+//!   ([`Http1Connector::tcp_keepalive`], [`Http2Connector::tcp_keepalive`])
+//!   has the kernel probe a socket idle for `idle` and close it when the
+//!   probes go unanswered (on Linux 9 more, 75 s apart, unless set through
+//!   [`get_mut`](Http1Connector::get_mut)). Use it for HTTP/1, which has no
+//!   pings. It is slower and coarser: it sees only the next TCP hop (a
+//!   proxy answers for the server) and only the host (the kernel of a
+//!   server whose process hangs answers too). It also keeps NAT and
+//!   firewall entries from expiring.
+//! - **`TCP_USER_TIMEOUT`** (Linux, Android, Fuchsia): `tcp_user_timeout(t)`
+//!   on either connector bounds how long written data may stay
+//!   unacknowledged before the kernel closes the connection, so a request
+//!   sent into a dead path fails after `t`, not 15 minutes. It adds to
+//!   either of the above; set it above the longest stall your network may
+//!   have.
+//!
+//! ```
+//! use std::time::Duration;
+//! use http_body_util::Empty;
+//! use hyper::body::Bytes;
+//! use redial::http::{Http1Connector, Http2Connector};
+//!
+//! let grpc = Http2Connector::<Empty<Bytes>>::new()
+//!     .keep_alive(Duration::from_secs(30), Duration::from_secs(10));
+//! let rest = Http1Connector::<Empty<Bytes>>::new()
+//!     .tcp_keepalive(Duration::from_secs(60))
+//!     .tcp_user_timeout(Duration::from_secs(30));
+//! # let _ = (grpc, rest);
+//! ```
+//!
+//! Servers may police pings. A gRPC server (grpc-go, grpc-java, grpc-core)
+//! by default allows one ping every 5 minutes, and while no call is open
+//! (when `keep_alive` pings too) one every 2 hours; after a few pings
+//! sooner than that it answers with `GOAWAY ENHANCE_YOUR_CALM` and the
+//! debug data `too_many_pings`. The connection
+//! closes ([`ConnectionClosed::is_too_many_pings`]), the next one pings at
+//! twice the interval (gRFC A8), for every clone of the connector, and one
+//! warning says so; [`Http2Connector::keep_alive_interval`] tells the
+//! interval in use. Doubling converges, but each step costs a connection:
+//! set the server's policy to match instead (grpc-go's
+//! `keepalive.EnforcementPolicy { MinTime, PermitWithoutStream: true }`,
+//! grpc-java's `permitKeepAliveTime` and `permitKeepAliveWithoutCalls`).
+//! hyper's and tonic's servers answer every ping. Only the debug data
+//! `too_many_pings` counts: h2 also sends `ENHANCE_YOUR_CALM` for other
+//! abuse (`too_many_resets`), which slower pings would not cure.
+//!
 //! # Request URIs
 //!
 //! Each connection knows the [`Uri`] it was dialled with (its *target*) and
