@@ -53,8 +53,8 @@ impl Pings {
 
     /// A connection that pinged every `used` failed with `err`: if the
     /// server said too many pings, the next connection pings half as often
-    /// (gRFC A8), and the log says so, once per connection that was told.
-    /// Connections told at the same interval double it once between them.
+    /// (gRFC A8), and one warning says so. Connections told at the same
+    /// interval double it once between them, with one warning.
     pub(crate) fn failed(&self, used: Duration, err: &hyper::Error) {
         if !is_too_many_pings(err) {
             return;
