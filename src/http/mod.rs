@@ -92,11 +92,13 @@
 //!
 //! # Errors
 //!
-//! Every error is a [`tower::BoxError`]. A connect attempt fails with the
-//! connector's error (hyper-util's `ConnectError`, for instance `invalid URL,
-//! scheme is not http` for a target like `127.0.0.1:3000` without
-//! `http://`, or `tcp connect error` with the `io::Error` as its source) or
-//! the handshake's [`hyper::Error`]; `Reconnect` wraps either in
+//! Every error is a [`tower::BoxError`]. A connect attempt fails with
+//! [`SchemeMismatch`] when the target's scheme does not fit the connector
+//! (an `https://` target without TLS, `127.0.0.1:3000` without `http://`),
+//! before anything is dialled; with the dialling connector's error
+//! (hyper-util's `ConnectError`, for instance `tcp connect error` with the
+//! `io::Error` as its source); or with the HTTP handshake's
+//! [`hyper::Error`]. `Reconnect` wraps each in
 //! [`ConnectFailed`](crate::error::ConnectFailed). `poll_ready` fails with
 //! [`ConnectionClosed`]; a response future with the [`hyper::Error`] hyper
 //! gave. Nothing here panics on a bad target or request.
@@ -116,10 +118,12 @@ mod connector;
 mod handshake;
 mod origin;
 mod preface;
+mod scheme;
 
 pub use self::{
     connection::{ConnectionClosed, Http1Connection, Http2Connection, ResponseFuture},
     connector::{ConnectFuture, Http1Connector, Http2Connector},
+    scheme::SchemeMismatch,
 };
 
 /// The [`Shared`](crate::Shared) handle on an [`Http1Connection`] whose
