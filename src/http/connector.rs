@@ -301,6 +301,18 @@ macro_rules! connector_impls {
                 self.schemes = schemes;
                 self
             }
+
+            /// The same settings over the connector `wrap(connector)`, which
+            /// then decides which targets it takes.
+            #[cfg(feature = "tls")]
+            pub(super) fn map_connector<D>(self, wrap: impl FnOnce(C) -> D) -> $connector<B, D> {
+                $connector {
+                    connector: wrap(self.connector),
+                    builder: self.builder,
+                    schemes: Schemes::Any,
+                    _body: PhantomData,
+                }
+            }
         }
 
         impl<B, C: Clone> Clone for $connector<B, C> {
