@@ -59,11 +59,16 @@ impl TestCa {
         })
     }
 
+    /// The CA's own certificate, for a client to trust.
+    pub(crate) fn ca_cert(&self) -> CertificateDer<'static> {
+        self.ca.clone()
+    }
+
     /// A client's settings that trust this CA and no other, without ALPN:
     /// the connector fills it in.
     pub(crate) fn client_config(&self) -> Result<ClientConfig, BoxError> {
         let mut roots = RootCertStore::empty();
-        roots.add(self.ca.clone())?;
+        roots.add(self.ca_cert())?;
         Ok(
             ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
                 .with_safe_default_protocol_versions()?
