@@ -62,12 +62,12 @@ impl<B> Http1Connector<B> {
     /// A connector that dials with hyper-util's [`HttpConnector`]
     /// (`http://` targets only), with `TCP_NODELAY` set, since requests and
     /// responses are small messages that should not wait for more.
-    ///
-    /// Any other target fails the attempt at once with
-    /// [`SchemeMismatch`](super::SchemeMismatch): an `https://` one needs
-    /// `.tls(config)` (feature `tls`).
+    /// Other targets fail at once with [`SchemeMismatch`](super::SchemeMismatch).
     pub fn new() -> Self {
-        Self::with_connector(default_connector()).only(Schemes::Http)
+        Self {
+            schemes: Schemes::Http,
+            ..Self::with_connector(default_connector())
+        }
     }
 }
 
@@ -182,12 +182,12 @@ impl<B> Http2Connector<B> {
     /// A connector that dials with hyper-util's [`HttpConnector`]
     /// (`http://` targets only, HTTP/2 by prior knowledge), with
     /// `TCP_NODELAY` set, as tonic does.
-    ///
-    /// Any other target fails the attempt at once with
-    /// [`SchemeMismatch`](super::SchemeMismatch): an `https://` one needs
-    /// `.tls(config)` (feature `tls`).
+    /// Other targets fail at once with [`SchemeMismatch`](super::SchemeMismatch).
     pub fn new() -> Self {
-        Self::with_connector(default_connector()).only(Schemes::Http)
+        Self {
+            schemes: Schemes::Http,
+            ..Self::with_connector(default_connector())
+        }
     }
 }
 
@@ -296,15 +296,10 @@ macro_rules! connector_impls {
             }
         }
 
+        #[cfg(feature = "tls")]
         impl<B, C> $connector<B, C> {
-            fn only(mut self, schemes: Schemes) -> Self {
-                self.schemes = schemes;
-                self
-            }
-
             /// The same settings over the connector `wrap(connector)`, which
             /// then decides which targets it takes.
-            #[cfg(feature = "tls")]
             pub(super) fn map_connector<D>(self, wrap: impl FnOnce(C) -> D) -> $connector<B, D> {
                 $connector {
                     connector: wrap(self.connector),

@@ -182,6 +182,7 @@ mod scheme;
 mod tls;
 
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use self::tls::{TlsConnecting, TlsConnector, TlsFailed, TlsStream};
 pub use self::{
     connection::{ConnectionClosed, Http1Connection, Http2Connection, ResponseFuture},
