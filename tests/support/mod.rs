@@ -4,11 +4,16 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod alloc;
+#[cfg(feature = "tls")]
+#[path = "../../examples/common/tls.rs"]
+mod ca;
 pub mod echo;
 pub mod errors;
 pub mod logs;
 pub mod net;
 pub mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::{
     collections::VecDeque,
