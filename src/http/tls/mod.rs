@@ -362,3 +362,25 @@ impl StdError for TlsFailed {
         Some(&*self.source)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The server name is the target's host: a DNS name, or an IP address,
+    /// an IPv6 one without its brackets.
+    #[test]
+    fn the_server_name_is_the_host() {
+        let name = |uri: &str| server_name(&uri.parse().unwrap()).unwrap();
+        let localhost = ServerName::try_from("localhost").unwrap();
+        assert_eq!(name("https://localhost:8443/x"), localhost);
+        assert!(matches!(
+            name("https://127.0.0.1/"),
+            ServerName::IpAddress(_)
+        ));
+        assert!(matches!(
+            name("https://[::1]:443/"),
+            ServerName::IpAddress(_)
+        ));
+    }
+}
