@@ -4,7 +4,7 @@
 //! `tests/readme.rs` fails if a README snippet is not found here, line for
 //! line, and it includes this file as a module: `cargo test` compiles every
 //! snippet and runs them all. Without the `http` feature the hyper and tonic
-//! snippets are left out. Run it with:
+//! snippets are left out, and without `tls` the TLS one. Run it with:
 //!
 //! ```text
 //! cargo run --example readme --all-features
@@ -15,6 +15,10 @@
 #[allow(dead_code)] // the snippets do not stop the server or read what it saw
 #[path = "common/line.rs"]
 mod line;
+#[allow(dead_code)] // the snippet builds its own client settings
+#[cfg(feature = "tls")]
+#[path = "common/tls.rs"]
+mod tls;
 
 // The snippets bring in what they use themselves: only the setup's imports
 // are here.
@@ -69,6 +73,10 @@ async fn run() -> Result<(), BoxError> {
     }
     #[cfg(not(feature = "http"))]
     println!("skipped the hyper and tonic snippets: run with `--features http`");
+    #[cfg(feature = "tls")]
+    web::tls().await?;
+    #[cfg(not(feature = "tls"))]
+    println!("skipped the TLS snippet: run with `--features tls`");
     drop(servers);
     Ok(())
 }
@@ -200,6 +208,34 @@ async fn hyper_section(
     Ok((body, client))
 }
 
+/// README, "TLS".
+#[cfg(feature = "tls")]
+async fn tls_section(
+    port: u16,
+    ca_cert: rustls::pki_types::CertificateDer<'static>,
+) -> Result<(http::Response<hyper::body::Incoming>, web::Http2Client), BoxError> {
+    use http_body_util::Empty;
+    use hyper::body::Bytes;
+    use redial::http::{Http2Connector, SharedHttp2};
+    use redial::ReconnectLayer;
+    use rustls::{ClientConfig, RootCertStore};
+    use tower::{Layer, ServiceExt};
+
+    let mut roots = RootCertStore::empty();
+    roots.add(ca_cert)?; // your CA's certificate (DER)
+    let config = ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let uri: http::Uri = format!("https://localhost:{port}").parse()?;
+    let client: SharedHttp2<Empty<Bytes>> = ReconnectLayer::new(uri)
+        .layer(Http2Connector::new().tls(config)) // ALPN h2, SNI "localhost"
+        .spawn(1024);
+    let req = http::Request::get("/hello").body(Empty::new())?;
+    let res = client.clone().oneshot(req).await?;
+
+    Ok((res, client))
+}
+
 /// README, "tonic".
 #[cfg(feature = "http")]
 async fn tonic_section(addr: SocketAddr) -> Result<(redial::ConnectionWatch, String), BoxError> {
@@ -240,8 +276,12 @@ mod web {
     /// The shared HTTP/1 handle of the hyper snippet.
     pub(super) type Http1Client = redial::http::SharedHttp1<Empty<Bytes>>;
 
+    /// The shared HTTP/2 handle of the TLS snippet.
+    #[cfg(feature = "tls")]
+    pub(super) type Http2Client = redial::http::SharedHttp2<Empty<Bytes>>;
+
     pub(super) async fn hyper() -> Result<(), BoxError> {
-        let addr = hello_server().await?;
+        let addr = hello_server(None).await?;
         let (body, client) = hyper_section(addr).await?;
         assert_eq!(body, "hello from /hello");
         checked("hyper: an HTTP/1 shared client answers");
@@ -281,8 +321,28 @@ mod web {
         Ok(())
     }
 
-    /// A hyper server answering `hello from <path>` over HTTP/1 and HTTP/2.
-    async fn hello_server() -> Result<SocketAddr, BoxError> {
+    #[cfg(feature = "tls")]
+    pub(super) async fn tls() -> Result<(), BoxError> {
+        use http_body_util::BodyExt;
+
+        let ca = super::tls::TestCa::new()?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(&[b"h2"])?);
+        let addr = hello_server(Some(acceptor)).await?;
+        let (res, client) = super::tls_section(addr.port(), ca.ca_cert()).await?;
+        assert_eq!(res.version(), http::Version::HTTP_2);
+        assert_eq!(
+            res.into_body().collect().await?.to_bytes(),
+            "hello from /hello"
+        );
+        assert!(client.watch().is_connected());
+        client.close();
+        checked("tls: an HTTP/2 shared client over TLS answers, trusting the local CA");
+        Ok(())
+    }
+
+    /// A hyper server answering `hello from <path>` over HTTP/1 and HTTP/2,
+    /// over TLS with `tls`.
+    async fn hello_server(tls: Option<Tls>) -> Result<SocketAddr, BoxError> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         tokio::spawn(async move {
@@ -291,14 +351,30 @@ mod web {
                     let body = Full::<Bytes>::from(format!("hello from {}", req.uri().path()));
                     async move { Ok::<_, Infallible>(http::Response::new(body)) }
                 });
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let builder = auto::Builder::new(TokioExecutor::new());
-                    let _ = builder.serve_connection(TokioIo::new(stream), hello).await;
+                    let _ = match tls {
+                        None => builder.serve_connection(TokioIo::new(stream), hello).await,
+                        #[cfg(feature = "tls")]
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(stream) => {
+                                builder.serve_connection(TokioIo::new(stream), hello).await
+                            }
+                            Err(_) => return,
+                        },
+                    };
                 });
             }
         });
         Ok(addr)
     }
+
+    #[cfg(feature = "tls")]
+    type Tls = tokio_rustls::TlsAcceptor;
+    /// Without `tls`, a server has no TLS to offer.
+    #[cfg(not(feature = "tls"))]
+    type Tls = std::convert::Infallible;
 
     /// tonic's health service, which answers `SERVING`.
     async fn health_server() -> Result<SocketAddr, BoxError> {

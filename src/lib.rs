@@ -117,11 +117,14 @@
 //!
 //! - `http`: the `redial::http` module, hyper
 //!   HTTP/1 and HTTP/2 connectors. Off by default, as every feature is.
+//! - `tls`: TLS for those connectors (`.tls(config)`, with rustls and its
+//!   `ring` provider); implies `http`. See the `http` module's
+//!   TLS section.
 //!
 //! # Minimum supported Rust version
 //!
 //! 1.85, as declared in `Cargo.toml`: tokio's, and the highest any
-//! dependency declares, with or without the `http` feature. The test suite
+//! dependency declares, with or without the `http` and `tls` features. The test suite
 //! and examples need 1.88 (tonic, proptest).
 
 #![warn(

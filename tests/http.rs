@@ -31,7 +31,7 @@ use hyper::{
 use hyper_util::rt::TokioIo;
 use redial::{
     error::{ConnectFailed, Unavailable},
-    http::{ConnectionClosed, Http1Connector, Http2Connector},
+    http::{ConnectionClosed, Http1Connector, Http2Connector, SchemeMismatch},
     Backoff, ConnectionWatch, Phase, ReconnectLayer,
 };
 use support::{
@@ -529,23 +529,42 @@ async fn closing_the_shared_handle_closes_the_socket_and_ends_its_tasks() {
 }
 
 /// A target the connector cannot dial (no scheme, no host, not `http`)
-/// fails the attempt with a clear error, not a panic, and `Reconnect`
-/// reports it as `ConnectFailed`.
+/// fails the attempt at once with `SchemeMismatch`, whose message names the
+/// rule, not a panic, and `Reconnect` reports it as `ConnectFailed`.
 #[tokio::test]
 async fn bad_targets_fail_to_connect_with_a_clear_error() {
     support::trace_init();
-    for target in ["127.0.0.1:3000", "/no/host", "https://127.0.0.1:3000/"] {
+    for (target, rule) in [
+        (
+            "127.0.0.1:3000",
+            "target without a scheme: a connector without tls dials http targets only",
+        ),
+        (
+            "/no/host",
+            "target without a scheme: a connector without tls dials http targets only",
+        ),
+        (
+            "https://127.0.0.1:3000/",
+            "https target needs tls configured on the connector",
+        ),
+        (
+            "ftp://127.0.0.1:3000/",
+            "ftp target: a connector without tls dials http targets only",
+        ),
+    ] {
         let uri: Uri = target.parse().unwrap();
         let err = Http1Connector::<Body>::new()
             .oneshot(uri.clone())
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("invalid URL"), "{target}: {err}");
+        assert!(err.is::<SchemeMismatch>(), "{target}: {err:?}");
+        assert_eq!(err.to_string(), rule);
         let err = Http2Connector::<Body>::new()
             .oneshot(uri.clone())
             .await
             .unwrap_err();
-        assert!(err.to_string().contains("invalid URL"), "{target}: {err}");
+        assert!(err.is::<SchemeMismatch>(), "{target}: {err:?}");
+        assert_eq!(err.to_string(), rule);
 
         let mut svc = ReconnectLayer::new(uri)
             .connect_timeout(CONNECT_TIMEOUT)

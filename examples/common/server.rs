@@ -2,7 +2,8 @@
 //! listener and every connection, and starts again on the same port,
 //! counting the requests it answered.
 //!
-//! `examples/hyper_client.rs` and `examples/tonic_client.rs` include it with
+//! `examples/hyper_client.rs`, `examples/tonic_client.rs` and
+//! `examples/tls_client.rs` include it with
 //! `#[path = "common/server.rs"] mod server;`, next to `report.rs`, each
 //! with its own [`Serve`]. It lives in a subfolder without a `main.rs`, so
 //! cargo does not build it as an example of its own.
@@ -28,7 +29,8 @@ use crate::report::Clock;
 
 /// Spawns the task that serves a listener until the stop signal (the sender
 /// dropped), counting each request it answers.
-pub(crate) type Serve = fn(TcpListener, oneshot::Receiver<()>, Arc<AtomicUsize>) -> JoinHandle<()>;
+pub(crate) type Serve =
+    Box<dyn Fn(TcpListener, oneshot::Receiver<()>, Arc<AtomicUsize>) -> JoinHandle<()> + Send>;
 
 /// A server that can stop and start again on the same address.
 pub(crate) struct Server {
@@ -41,11 +43,15 @@ pub(crate) struct Server {
 impl Server {
     /// Listens on `addr`, served by `serve`; port 0 picks a free port, kept
     /// for restarts.
-    pub(crate) fn start(addr: SocketAddr, serve: Serve) -> io::Result<Self> {
+    pub(crate) fn start<F>(addr: SocketAddr, serve: F) -> io::Result<Self>
+    where
+        F: Fn(TcpListener, oneshot::Receiver<()>, Arc<AtomicUsize>) -> JoinHandle<()>,
+        F: Send + 'static,
+    {
         let mut server = Self {
             addr,
             answered: Arc::default(),
-            serve,
+            serve: Box::new(serve),
             running: None,
         };
         server.restart()?;

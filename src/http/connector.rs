@@ -21,6 +21,7 @@ use super::{
     connection::{Http1Connection, Http2Connection},
     handshake::{Handshake, Http2Settings},
     origin::Origin,
+    scheme::Schemes,
 };
 
 // ===== Http1Connector =====
@@ -53,6 +54,7 @@ use super::{
 pub struct Http1Connector<B, C = HttpConnector> {
     connector: C,
     builder: http1::Builder,
+    schemes: Schemes,
     _body: PhantomData<fn(B)>,
 }
 
@@ -60,8 +62,12 @@ impl<B> Http1Connector<B> {
     /// A connector that dials with hyper-util's [`HttpConnector`]
     /// (`http://` targets only), with `TCP_NODELAY` set, since requests and
     /// responses are small messages that should not wait for more.
+    /// Other targets fail at once with [`SchemeMismatch`](super::SchemeMismatch).
     pub fn new() -> Self {
-        Self::with_connector(default_connector())
+        Self {
+            schemes: Schemes::Http,
+            ..Self::with_connector(default_connector())
+        }
     }
 }
 
@@ -87,6 +93,7 @@ impl<B, C> Http1Connector<B, C> {
         Self {
             connector,
             builder: http1::Builder::new(),
+            schemes: Schemes::Any,
             _body: PhantomData,
         }
     }
@@ -167,6 +174,7 @@ impl<B, C> Http1Connector<B, C> {
 pub struct Http2Connector<B, C = HttpConnector> {
     connector: C,
     builder: Http2Settings,
+    schemes: Schemes,
     _body: PhantomData<fn(B)>,
 }
 
@@ -174,8 +182,12 @@ impl<B> Http2Connector<B> {
     /// A connector that dials with hyper-util's [`HttpConnector`]
     /// (`http://` targets only, HTTP/2 by prior knowledge), with
     /// `TCP_NODELAY` set, as tonic does.
+    /// Other targets fail at once with [`SchemeMismatch`](super::SchemeMismatch).
     pub fn new() -> Self {
-        Self::with_connector(default_connector())
+        Self {
+            schemes: Schemes::Http,
+            ..Self::with_connector(default_connector())
+        }
     }
 }
 
@@ -200,6 +212,7 @@ impl<B, C> Http2Connector<B, C> {
         Self {
             connector,
             builder: Http2Settings::new(),
+            schemes: Schemes::Any,
             _body: PhantomData,
         }
     }
@@ -282,7 +295,24 @@ macro_rules! connector_impls {
             }
 
             fn call(&mut self, target: Uri) -> Self::Future {
-                connect::<B, _, _>(&mut self.connector, self.builder.clone(), target)
+                match self.schemes.check(&target) {
+                    Ok(()) => connect::<B, _, _>(&mut self.connector, self.builder.clone(), target),
+                    Err(refused) => ConnectFuture::new(async move { Err(refused.into()) }),
+                }
+            }
+        }
+
+        #[cfg(feature = "tls")]
+        impl<B, C> $connector<B, C> {
+            /// The same settings over the connector `wrap(connector)`, which
+            /// then decides which targets it takes.
+            pub(super) fn map_connector<D>(self, wrap: impl FnOnce(C) -> D) -> $connector<B, D> {
+                $connector {
+                    connector: wrap(self.connector),
+                    builder: self.builder,
+                    schemes: Schemes::Any,
+                    _body: PhantomData,
+                }
             }
         }
 
@@ -291,6 +321,7 @@ macro_rules! connector_impls {
                 Self {
                     connector: self.connector.clone(),
                     builder: self.builder.clone(),
+                    schemes: self.schemes,
                     _body: PhantomData,
                 }
             }
@@ -307,6 +338,7 @@ macro_rules! connector_impls {
                 f.debug_struct(stringify!($connector))
                     .field("connector", &std::any::type_name::<C>())
                     .field("builder", &self.builder)
+                    .field("schemes", &self.schemes)
                     .finish()
             }
         }
@@ -319,6 +351,9 @@ connector_impls!(Http2Connector => Http2Connection, B: Body + Unpin + Send + 'st
 fn default_connector() -> HttpConnector {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
+    // The connector checks the target's scheme itself (`Schemes`), so the
+    // same TCP dialler serves `https://` targets under `.tls(config)`.
+    http.enforce_http(false);
     http
 }
 

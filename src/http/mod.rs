@@ -10,7 +10,8 @@
 //! connection has closed. Under [`Reconnect`](crate::Reconnect) that failure
 //! is the signal to reconnect.
 //!
-//! This module is behind the `http` feature.
+//! This module is behind the `http` feature; TLS (see [TLS](#tls)) behind
+//! `tls`.
 //!
 //! # Example
 //!
@@ -55,6 +56,63 @@
 //! notices an idle connection closing (see [Closing](#closing)); a tonic
 //! generated client takes it as its channel (`HealthClient::new(shared)`).
 //! [`SharedHttp2`] and [`SharedHttp1`] name its type, to keep in a struct.
+//!
+//! # TLS
+//!
+//! With the `tls` feature, `.tls(config)` on either connector, with a
+//! [`rustls::ClientConfig`](https://docs.rs/rustls/0.23/rustls/client/struct.ClientConfig.html),
+//! makes it dial `https://` targets: TCP as before, then the rustls
+//! handshake, then HTTP, all inside one connect attempt and so inside the
+//! connect timeout. The connector sets ALPN (`h2` for HTTP/2, `http/1.1`
+//! for HTTP/1) unless the config lists its own protocols, and names the
+//! server after the target's host (SNI, and the name the certificate must
+//! carry). A certificate the config does not trust fails the attempt with
+//! `TlsFailed`, rustls's error in its `source()`, and is retried on the
+//! backoff schedule like any failed attempt; a server that never answers
+//! the handshake runs into the connect timeout. An `https://` target on a
+//! connector without TLS, or an `http://` one with it, fails at once with
+//! [`SchemeMismatch`].
+//!
+//! The connector's type changes (`Http2Connector<B, TlsConnector<C>>`), but
+//! not the shared handle's: [`SharedHttp2`] and [`SharedHttp1`] name it
+//! with TLS as without.
+//!
+//! ```no_run
+//! # #[cfg(feature = "tls")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! use http_body_util::Full;
+//! use hyper::body::Bytes;
+//! use redial::{http::{Http2Connector, SharedHttp2}, ReconnectLayer};
+//! use rustls::{pki_types::CertificateDer, ClientConfig, RootCertStore};
+//! use tower::{Layer, ServiceExt};
+//!
+//! let mut roots = RootCertStore::empty();
+//! roots.add(CertificateDer::from(std::fs::read("ca.der")?))?;
+//! let config = ClientConfig::builder()
+//!     .with_root_certificates(roots)
+//!     .with_no_client_auth();
+//!
+//! let uri: http::Uri = "https://orders.internal:8443".parse()?;
+//! let client: SharedHttp2<Full<Bytes>> = ReconnectLayer::new(uri)
+//!     .layer(Http2Connector::new().tls(config))
+//!     .spawn(1024);
+//! let res = client.oneshot(http::Request::get("/orders").body(Full::default())?).await?;
+//! println!("{}", res.status());
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "tls"))]
+//! # fn main() {}
+//! ```
+//!
+//! redial drives rustls through tokio-rustls rather than hyper-rustls's
+//! `HttpsConnector`, which asks more of a custom connector's I/O than
+//! `with_connector` does, lets `http://` targets through in plain text, and
+//! hides rustls's error inside nested `io::Error`s, out of reach of
+//! `source()`. rustls is built with its `ring` provider, so
+//! `ClientConfig::builder()` works as it is; enable another provider in your
+//! own build and build the config with
+//! `ClientConfig::builder_with_provider` instead.
 //!
 //! # Closing
 //!
@@ -161,14 +219,17 @@
 //!
 //! # Errors
 //!
-//! Every error is a [`tower::BoxError`]. A connect attempt fails with the
-//! connector's error (hyper-util's `ConnectError`, for instance `invalid URL,
-//! scheme is not http` for a target like `127.0.0.1:3000` without
-//! `http://`, or `tcp connect error` with the `io::Error` as its source) or
-//! the handshake's [`hyper::Error`]; `Reconnect` wraps either in
-//! [`ConnectFailed`](crate::error::ConnectFailed). `poll_ready` fails with
-//! [`ConnectionClosed`]; a response future with the [`hyper::Error`] hyper
-//! gave. Nothing here panics on a bad target or request.
+//! Every error is a [`tower::BoxError`]. A connect attempt fails with
+//! [`SchemeMismatch`] when the target's scheme does not fit the connector
+//! (an `https://` target without TLS, `127.0.0.1:3000` without `http://`),
+//! before anything is dialled; with the dialling connector's error
+//! (hyper-util's `ConnectError`, for instance `tcp connect error` with the
+//! `io::Error` as its source); with `TlsFailed` when the TLS handshake fails
+//! (feature `tls`); or with the HTTP handshake's [`hyper::Error`].
+//! `Reconnect` wraps each in [`ConnectFailed`](crate::error::ConnectFailed).
+//! `poll_ready` fails with [`ConnectionClosed`]; a response future with the
+//! [`hyper::Error`] hyper gave. Nothing here panics on a bad target or
+//! request.
 //!
 //! # Costs
 //!
@@ -187,10 +248,17 @@ mod keepalive;
 mod origin;
 mod ping;
 mod preface;
+mod scheme;
+#[cfg(feature = "tls")]
+mod tls;
 
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use self::tls::{TlsConnecting, TlsConnector, TlsFailed, TlsStream};
 pub use self::{
     connection::{ConnectionClosed, Http1Connection, Http2Connection, ResponseFuture},
     connector::{ConnectFuture, Http1Connector, Http2Connector},
+    scheme::SchemeMismatch,
 };
 
 /// The [`Shared`](crate::Shared) handle on an [`Http1Connection`] whose

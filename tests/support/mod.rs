@@ -4,6 +4,9 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod alloc;
+#[cfg(feature = "tls")]
+#[path = "../../examples/common/tls.rs"]
+mod ca;
 pub mod echo;
 pub mod errors;
 pub mod logs;
@@ -11,6 +14,8 @@ pub mod net;
 pub mod police;
 pub mod relay;
 pub mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::{
     collections::VecDeque,
