@@ -351,6 +351,7 @@ mod web {
                     let body = Full::<Bytes>::from(format!("hello from {}", req.uri().path()));
                     async move { Ok::<_, Infallible>(http::Response::new(body)) }
                 });
+                #[allow(clippy::clone_on_copy)] // `Copy` only without the tls feature
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     let builder = auto::Builder::new(TokioExecutor::new());

@@ -241,6 +241,7 @@
 //! [`HttpConnector`]: hyper_util::client::legacy::connect::HttpConnector
 
 mod close;
+mod connect;
 mod connection;
 mod connector;
 mod handshake;
@@ -256,8 +257,9 @@ mod tls;
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use self::tls::{TlsConnecting, TlsConnector, TlsFailed, TlsStream};
 pub use self::{
+    connect::ConnectFuture,
     connection::{ConnectionClosed, Http1Connection, Http2Connection, ResponseFuture},
-    connector::{ConnectFuture, Http1Connector, Http2Connector},
+    connector::{Http1Connector, Http2Connector},
     scheme::SchemeMismatch,
 };
 

@@ -11,7 +11,9 @@ pub mod echo;
 pub mod errors;
 pub mod logs;
 pub mod net;
+#[cfg(feature = "http")]
 pub mod police;
+#[cfg(feature = "http")]
 pub mod relay;
 pub mod server;
 #[cfg(feature = "tls")]
