@@ -117,12 +117,15 @@
 //!
 //! - `http`: the `redial::http` module, hyper
 //!   HTTP/1 and HTTP/2 connectors. Off by default, as every feature is.
+//! - `grpc`: the `redial::grpc` module, `Endpoint` and `Channel` to use in
+//!   place of tonic's (turns on `http`).
 //!
 //! # Minimum supported Rust version
 //!
 //! 1.85, as declared in `Cargo.toml`: tokio's, and the highest any
-//! dependency declares, with or without the `http` feature. The test suite
-//! and examples need 1.88 (tonic, proptest).
+//! dependency declares, with or without the `http` feature. The `grpc`
+//! feature needs 1.88, as tonic declares. The test suite and examples need
+//! 1.88 (tonic, proptest).
 
 #![warn(
     missing_debug_implementations,
@@ -138,6 +141,9 @@ pub mod backoff;
 mod classify;
 pub mod error;
 pub mod future;
+#[cfg(feature = "grpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
+pub mod grpc;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;

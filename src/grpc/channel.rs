@@ -1,0 +1,269 @@
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Context, Poll},
+    time::Duration,
+};
+
+use http::{header::USER_AGENT, HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tokio::time::{sleep, Sleep};
+use tonic::{body::Body, Status};
+use tower::{BoxError, Service};
+
+use super::deadline::{deadline_status, grpc_timeout};
+use crate::{
+    error::{Closed, ConnectFailed, ConnectTimeout, GaveUp, NotReady, Unavailable},
+    http::SharedHttp2,
+    ConnectionWatch,
+};
+
+/// The future the shared handle returns for one call.
+type Inner = <SharedHttp2<Body> as Service<Request<Body>>>::Future;
+
+/// A reconnecting gRPC channel: what [`Endpoint::connect`](super::Endpoint::connect)
+/// and [`Endpoint::connect_lazy`](super::Endpoint::connect_lazy) return, and
+/// what a generated client takes (`HealthClient::new(channel)`).
+///
+/// It is cheap to clone: every clone shares one HTTP/2 connection, kept by
+/// one background task (a [`SharedHttp2`] handle underneath). The task
+/// connects at once, reconnects in the background after a loss, and stops
+/// when the last clone is dropped or [`close`](Self::close) is called.
+///
+/// # Errors
+///
+/// A call answers with a [`tonic::Status`], as over tonic's `Channel`:
+///
+/// - one that never reached the server (the channel is disconnected and
+///   fails fast, is closed, or gave up) fails with `Unavailable` and
+///   redial's message; redial's typed error
+///   ([`Unavailable`](crate::error::Unavailable),
+///   [`Closed`](crate::error::Closed), [`GaveUp`](crate::error::GaveUp), …)
+///   is the status's [`source()`](std::error::Error::source);
+/// - one whose deadline ([`Endpoint::timeout`](super::Endpoint::timeout) or
+///   the request's `grpc-timeout`, from `tonic::Request::set_timeout`)
+///   passes fails with `DeadlineExceeded`, naming the last connect error if
+///   it was still waiting for a connection (tonic's `Channel` answers
+///   `Cancelled` here);
+/// - one cut by a lost connection fails with whatever tonic makes of
+///   hyper's error, exactly as over tonic's `Channel`.
+///
+/// A request is never sent twice: reconnecting is not retrying.
+pub struct Channel {
+    inner: SharedHttp2<Body>,
+    timeout: Option<Duration>,
+    user_agent: Option<HeaderValue>,
+    /// Why the handle refused readiness: handed to the next `call`, so that
+    /// a closed channel answers calls with a status, not a readiness error
+    /// (which tonic's generated clients report as `Unknown`).
+    refused: Option<BoxError>,
+}
+
+// ===== impl Channel =====
+
+impl Channel {
+    pub(super) fn new(
+        inner: SharedHttp2<Body>,
+        timeout: Option<Duration>,
+        user_agent: Option<HeaderValue>,
+    ) -> Self {
+        Self {
+            inner,
+            timeout,
+            user_agent,
+            refused: None,
+        }
+    }
+
+    /// A watch on the connection's state: phase, last error, next attempt,
+    /// counters. See [`ConnectionWatch`].
+    pub fn watch(&self) -> ConnectionWatch {
+        self.inner.watch()
+    }
+
+    /// Starts the backoff schedule afresh and makes a waiting retry due now,
+    /// for every clone: use it when you know the server is back.
+    pub fn reset_backoff(&self) {
+        self.inner.reset_backoff();
+    }
+
+    /// Closes the channel for every clone: later calls fail with
+    /// `Unavailable` ("connection closed"), the connection is dropped and
+    /// the watch shows [`Closed`](crate::Phase::Closed). Calls already sent
+    /// are not cancelled.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// The shared handle underneath.
+    pub fn get_ref(&self) -> &SharedHttp2<Body> {
+        &self.inner
+    }
+}
+
+impl Service<Request<Body>> for Channel {
+    type Response = Response<Incoming>;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.refused.is_none() {
+            if let Err(error) = ready!(self.inner.poll_ready(cx)) {
+                self.refused = Some(error);
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> ResponseFuture {
+        if let Some(error) = self.refused.take() {
+            return ResponseFuture::failed(error);
+        }
+        if let Some(agent) = &self.user_agent {
+            request.headers_mut().insert(USER_AGENT, agent.clone());
+        }
+        let limit = match (self.timeout, grpc_timeout(request.headers())) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let deadline = match limit {
+            Some(limit) => Deadline::At {
+                sleep: sleep(limit),
+                limit,
+                watch: self.inner.watch(),
+            },
+            None => Deadline::None,
+        };
+        ResponseFuture {
+            kind: Kind::Sent {
+                fut: self.inner.call(request),
+                deadline,
+            },
+        }
+    }
+}
+
+impl Clone for Channel {
+    fn clone(&self) -> Self {
+        Self::new(self.inner.clone(), self.timeout, self.user_agent.clone())
+    }
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("state", &self.inner.watch().state())
+            .field("closed", &self.inner.is_closed())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+// ===== ResponseFuture =====
+
+pin_project! {
+    /// The response future of [`Channel`]: the call, under its deadline if
+    /// it has one.
+    pub struct ResponseFuture {
+        #[pin]
+        kind: Kind,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind {
+        Sent {
+            #[pin]
+            fut: Inner,
+            #[pin]
+            deadline: Deadline,
+        },
+        Failed {
+            error: Option<BoxError>,
+        },
+    }
+}
+
+pin_project! {
+    #[project = DeadlineProj]
+    enum Deadline {
+        None,
+        At {
+            #[pin]
+            sleep: Sleep,
+            limit: Duration,
+            watch: ConnectionWatch,
+        },
+    }
+}
+
+impl ResponseFuture {
+    fn failed(error: BoxError) -> Self {
+        Self {
+            kind: Kind::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<Incoming>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Sent { fut, deadline } => {
+                if let Poll::Ready(result) = fut.poll(cx) {
+                    return Poll::Ready(result.map_err(to_status));
+                }
+                match deadline.project() {
+                    DeadlineProj::At {
+                        sleep,
+                        limit,
+                        watch,
+                    } => {
+                        ready!(sleep.poll(cx));
+                        Poll::Ready(Err(Box::new(deadline_status(*limit, &watch.state()))))
+                    }
+                    DeadlineProj::None => Poll::Pending,
+                }
+            }
+            KindProj::Failed { error } => Poll::Ready(Err(match error.take() {
+                Some(error) => to_status(error),
+                None => Box::new(Status::internal("redial: response polled after completion")),
+            })),
+        }
+    }
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.kind {
+            Kind::Sent { .. } => "sent",
+            Kind::Failed { .. } => "failed",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+/// A call that never reached the server becomes an `Unavailable` status
+/// with redial's message and error as its source; anything else is left for
+/// tonic to read, as it reads its own `Channel`'s errors.
+fn to_status(error: BoxError) -> BoxError {
+    let unsent = error.is::<Unavailable>()
+        || error.is::<Closed>()
+        || error.is::<GaveUp>()
+        || error.is::<NotReady>()
+        || error.is::<ConnectFailed>()
+        || error.is::<ConnectTimeout>();
+    if !unsent {
+        return error;
+    }
+    let mut status = Status::unavailable(error.to_string());
+    status.set_source(Arc::from(error));
+    Box::new(status)
+}
