@@ -20,13 +20,14 @@ use std::{
 
 use http::Request;
 use redial::{
-    error::{Closed, ConnectFailed, Unavailable},
+    error::{Closed, ConfigError, ConnectFailed, Unavailable},
     grpc::{Channel, Endpoint},
     Backoff, Phase,
 };
 use support::{
     errors::find,
     net::{alive_tasks, guard, refusing_port, settle},
+    relay::Relay,
     server::{listen, Running},
 };
 use tokio::{sync::watch, time::Instant};
@@ -54,6 +55,15 @@ async fn connect_to_a_dead_port_fails_and_leaves_nothing_running() {
         *n == before
     })
     .await;
+}
+
+/// `connect` refuses invalid settings with an error, not a panic.
+#[tokio::test]
+async fn connect_refuses_invalid_settings() {
+    let (_socket, addr) = refusing_port();
+    let err = endpoint(addr).max_attempts(0).connect().await.unwrap_err();
+    assert!(!err.is_connect(), "{err:?}");
+    assert!(find::<ConfigError>(&err).is_some(), "{err:?}");
 }
 
 /// `connect` resolves to a connected channel, and a generated client works
@@ -206,6 +216,56 @@ async fn graceful_shutdown_lets_open_calls_finish() {
         ServingStatus::Serving
     );
     assert_eq!(watch.state().connects(), 2);
+}
+
+// ===== a lost connection =====
+
+/// A call cut by a lost connection (the keep-alive ping finds a frozen
+/// relay) answers with the code tonic's own `Channel` gives in the same
+/// case, set up with the same `Endpoint` settings.
+#[tokio::test]
+async fn a_cut_call_answers_as_over_tonics_channel() {
+    support::trace_init();
+    const INTERVAL: Duration = Duration::from_millis(50);
+    const TIMEOUT: Duration = Duration::from_millis(100);
+    let server = Server::start();
+    server.hold();
+    let (ours, theirs) = (
+        Relay::start(server.addr).await,
+        Relay::start(server.addr).await,
+    );
+    let channel = Endpoint::from(ours.uri())
+        .http2_keep_alive_interval(INTERVAL)
+        .keep_alive_timeout(TIMEOUT)
+        .connect_lazy();
+    let tonic_channel = tonic::transport::Endpoint::from(theirs.uri())
+        .http2_keep_alive_interval(INTERVAL)
+        .keep_alive_timeout(TIMEOUT)
+        .keep_alive_while_idle(true)
+        .connect_lazy();
+    let redial_call = tokio::spawn(async move { check(&channel).await });
+    let tonic_call = tokio::spawn(async move {
+        let mut client = HealthClient::new(tonic_channel);
+        client.check(HealthCheckRequest::default()).await
+    });
+    settle(
+        "requests",
+        Duration::from_secs(5),
+        || server.requests(),
+        |n| *n == 2,
+    )
+    .await;
+
+    ours.freeze();
+    theirs.freeze();
+    let redial_status = guard(redial_call).await.unwrap().unwrap_err();
+    let tonic_status = guard(tonic_call).await.unwrap().unwrap_err();
+    assert_eq!(
+        redial_status.code(),
+        tonic_status.code(),
+        "{redial_status:?} {tonic_status:?}"
+    );
+    assert_eq!(redial_status.code(), Code::Unavailable, "{redial_status:?}");
 }
 
 // ===== helpers =====

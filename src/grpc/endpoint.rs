@@ -180,7 +180,7 @@ impl Endpoint {
     /// Sets how many calls may queue for the connection task; a call beyond
     /// that waits for room. `None` keeps the default.
     ///
-    /// Default is 1024, as in tonic.
+    /// Default is 1024, as in tonic; 0 counts as 1.
     pub fn buffer_size(mut self, size: impl Into<Option<usize>>) -> Self {
         self.buffer_size = size.into();
         self
@@ -202,14 +202,23 @@ impl Endpoint {
     ///
     /// Dropping the future drops the channel it was connecting, which stops.
     ///
+    /// # Errors
+    ///
+    /// Invalid settings (a zero connect timeout, `max_attempts(0)`, a bad
+    /// [`Backoff`]), with the [`ConfigError`](crate::error::ConfigError) as
+    /// the source, or the first attempt's failure.
+    ///
     /// # Panics
     ///
-    /// If the settings are invalid (a zero connect timeout or
-    /// `max_attempts(0)`), or if polled outside a tokio runtime.
+    /// If polled outside a tokio runtime.
     pub fn connect(&self) -> impl Future<Output = Result<Channel, Error>> + Send + 'static {
         let endpoint = self.clone();
         async move {
-            let channel = endpoint.connect_lazy();
+            let layer = endpoint
+                .layer()
+                .validate()
+                .map_err(|e| Error::new(Kind::InvalidConfig, Some(crate::error::cause(e))))?;
+            let channel = endpoint.spawn(layer);
             let mut states = channel.watch().subscribe();
             let cause = match states
                 .wait_for(|s| !matches!(s.phase(), Phase::Idle | Phase::Connecting))
@@ -238,6 +247,22 @@ impl Endpoint {
     /// `max_attempts(0)`), or outside a tokio runtime.
     #[track_caller]
     pub fn connect_lazy(&self) -> Channel {
+        self.spawn(self.layer())
+    }
+
+    fn layer(&self) -> ReconnectLayer<Uri> {
+        let layer = ReconnectLayer::new(self.uri.clone())
+            .connect_timeout(self.connect_timeout)
+            .backoff(self.backoff.clone())
+            .wait_for_ready(self.wait_for_ready);
+        match self.max_attempts {
+            Some(attempts) => layer.max_attempts(attempts),
+            None => layer,
+        }
+    }
+
+    #[track_caller]
+    fn spawn(&self, layer: ReconnectLayer<Uri>) -> Channel {
         let mut connector = Http2Connector::<Body>::new();
         connector.get_mut().set_nodelay(self.tcp_nodelay);
         if let Some(interval) = self.keep_alive_interval {
@@ -246,14 +271,7 @@ impl Endpoint {
                 .unwrap_or(DEFAULT_KEEP_ALIVE_TIMEOUT);
             connector = connector.keep_alive(interval, timeout);
         }
-        let mut layer = ReconnectLayer::new(self.uri.clone())
-            .connect_timeout(self.connect_timeout)
-            .backoff(self.backoff.clone())
-            .wait_for_ready(self.wait_for_ready);
-        if let Some(attempts) = self.max_attempts {
-            layer = layer.max_attempts(attempts);
-        }
-        let bound = self.buffer_size.unwrap_or(DEFAULT_BUFFER_SIZE);
+        let bound = self.buffer_size.unwrap_or(DEFAULT_BUFFER_SIZE).max(1);
         let shared = layer.layer(connector).spawn(bound);
         Channel::new(shared, self.timeout, self.user_agent.clone())
     }
@@ -325,8 +343,9 @@ impl fmt::Debug for Endpoint {
 // ===== Error =====
 
 /// An [`Endpoint`] that could not be built (an invalid URI or user agent),
-/// or a [`connect`](Endpoint::connect) whose first attempt failed; the
-/// cause, if any, is the [`source()`](StdError::source).
+/// or a [`connect`](Endpoint::connect) that failed (invalid settings, or a
+/// failed first attempt); the cause, if any, is the
+/// [`source()`](StdError::source).
 #[derive(Debug)]
 pub struct Error {
     kind: Kind,
@@ -337,6 +356,7 @@ pub struct Error {
 enum Kind {
     InvalidUri,
     InvalidUserAgent,
+    InvalidConfig,
     Connect,
 }
 
@@ -356,6 +376,7 @@ impl fmt::Display for Error {
         f.write_str(match self.kind {
             Kind::InvalidUri => "invalid URI",
             Kind::InvalidUserAgent => "user agent is not a valid header value",
+            Kind::InvalidConfig => "invalid endpoint settings",
             Kind::Connect => "failed to connect",
         })
     }
