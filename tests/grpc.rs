@@ -13,7 +13,7 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::Duration,
 };
@@ -76,6 +76,27 @@ async fn connect_resolves_once_connected() {
     assert!(channel.watch().is_connected());
     let status = guard(check(&channel)).await.unwrap();
     assert_eq!(status, ServingStatus::Serving);
+}
+
+/// `user_agent` prefixes the `user-agent` every request carries, as in
+/// tonic, where redial names itself.
+#[tokio::test]
+async fn user_agent_comes_first() {
+    support::trace_init();
+    let server = Server::start();
+    let channel = endpoint(server.addr).connect_lazy();
+    guard(check(&channel)).await.unwrap();
+    let agent = server.user_agent();
+    assert!(agent.starts_with("redial/"), "{agent}");
+
+    let channel = endpoint(server.addr)
+        .user_agent("Greeter")
+        .unwrap()
+        .connect_lazy();
+    guard(check(&channel)).await.unwrap();
+    let agent = server.user_agent();
+    assert!(agent.starts_with("Greeter redial/"), "{agent}");
+    assert!(endpoint(server.addr).user_agent("\n").is_err());
 }
 
 // ===== through a restart =====
@@ -290,6 +311,7 @@ async fn check(channel: &Channel) -> Result<ServingStatus, Status> {
 struct Server {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
+    user_agent: Arc<Mutex<String>>,
     open: watch::Sender<bool>,
     running: Option<Running>,
 }
@@ -299,6 +321,7 @@ impl Server {
         let mut server = Self {
             addr: ([127, 0, 0, 1], 0).into(),
             requests: Arc::default(),
+            user_agent: Arc::default(),
             open: watch::Sender::new(true),
             running: None,
         };
@@ -308,6 +331,11 @@ impl Server {
 
     fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// The `user-agent` of the last request.
+    fn user_agent(&self) -> String {
+        self.user_agent.lock().unwrap().clone()
     }
 
     /// Requests from now on wait for [`release`](Self::release).
@@ -323,10 +351,15 @@ impl Server {
         let listener = listen(self.addr, 64);
         self.addr = listener.local_addr().unwrap();
         let (_reporter, health) = tonic_health::server::health_reporter();
-        let requests = self.requests.clone();
+        let (requests, user_agent) = (self.requests.clone(), self.user_agent.clone());
         let open = self.open.clone();
         let service = service_fn(move |req: Request<Body>| {
             requests.fetch_add(1, Ordering::SeqCst);
+            let agent = req.headers().get(http::header::USER_AGENT);
+            *user_agent.lock().unwrap() = agent
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
             let health = health.clone();
             let mut open = open.subscribe();
             async move {

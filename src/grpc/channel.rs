@@ -21,6 +21,20 @@ use crate::{
     ConnectionWatch,
 };
 
+/// What every request's `user-agent` ends with, as tonic's channel ends it
+/// with `tonic/…`.
+const USER_AGENT_VALUE: &str = concat!("redial/", env!("CARGO_PKG_VERSION"));
+
+/// `first second`; `first` alone should the two not make a header value,
+/// which two header values joined by a space always do.
+fn join(first: &HeaderValue, second: &HeaderValue) -> HeaderValue {
+    let mut both = Vec::with_capacity(first.len() + 1 + second.len());
+    both.extend_from_slice(first.as_bytes());
+    both.push(b' ');
+    both.extend_from_slice(second.as_bytes());
+    HeaderValue::from_bytes(&both).unwrap_or_else(|_| first.clone())
+}
+
 /// The future the shared handle returns for one call.
 type Inner = <SharedHttp2<Body> as Service<Request<Body>>>::Future;
 
@@ -55,7 +69,7 @@ type Inner = <SharedHttp2<Body> as Service<Request<Body>>>::Future;
 pub struct Channel {
     inner: SharedHttp2<Body>,
     timeout: Option<Duration>,
-    user_agent: Option<HeaderValue>,
+    user_agent: HeaderValue,
     /// Why the handle refused readiness: handed to the next `call`, so that
     /// a closed channel answers calls with a status, not a readiness error
     /// (which tonic's generated clients report as `Unknown`).
@@ -70,6 +84,10 @@ impl Channel {
         timeout: Option<Duration>,
         user_agent: Option<HeaderValue>,
     ) -> Self {
+        let user_agent = match user_agent {
+            Some(agent) => join(&agent, &HeaderValue::from_static(USER_AGENT_VALUE)),
+            None => HeaderValue::from_static(USER_AGENT_VALUE),
+        };
         Self {
             inner,
             timeout,
@@ -122,8 +140,10 @@ impl Service<Request<Body>> for Channel {
         if let Some(error) = self.refused.take() {
             return ResponseFuture::failed(error);
         }
-        if let Some(agent) = &self.user_agent {
-            request.headers_mut().insert(USER_AGENT, agent.clone());
+        // As tonic's channel: a request's own user agent comes first.
+        let headers = request.headers_mut();
+        if let Ok(Some(own)) = headers.try_insert(USER_AGENT, self.user_agent.clone()) {
+            headers.insert(USER_AGENT, join(&own, &self.user_agent));
         }
         let limit = match (self.timeout, grpc_timeout(request.headers())) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -148,7 +168,12 @@ impl Service<Request<Body>> for Channel {
 
 impl Clone for Channel {
     fn clone(&self) -> Self {
-        Self::new(self.inner.clone(), self.timeout, self.user_agent.clone())
+        Self {
+            inner: self.inner.clone(),
+            timeout: self.timeout,
+            user_agent: self.user_agent.clone(),
+            refused: None,
+        }
     }
 }
 

@@ -71,10 +71,12 @@ impl Endpoint {
             .map_err(|e| Error::new(Kind::InvalidUri, Some(crate::error::cause(e))))
     }
 
-    /// Sets the `user-agent` header of every request, replacing the one the
-    /// request has; an error if it is not a valid header value.
+    /// Sets what the `user-agent` header of every request starts with, as
+    /// tonic's does: `"Greeter"` sends `Greeter redial/<version>`, after the
+    /// request's own user agent if it has one. An error if it is not a
+    /// valid header value.
     ///
-    /// Default is none: requests go as they are.
+    /// Default is none: `redial/<version>` alone (tonic sends `tonic/…`).
     pub fn user_agent<T>(self, user_agent: T) -> Result<Self, Error>
     where
         T: TryInto<HeaderValue>,
