@@ -39,6 +39,14 @@ use tower::{service_fn, ServiceExt};
 
 const RETRY: Duration = Duration::from_millis(50);
 
+/// A `Channel` can be shared and stored as tonic's can.
+#[test]
+fn channel_is_clone_send_sync_static() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<Channel>();
+    shareable::<Endpoint>();
+}
+
 // ===== connect =====
 
 /// Like tonic's `connect`, connecting to a port where nothing listens fails

@@ -66,6 +66,28 @@ type Inner = <SharedHttp2<Body> as Service<Request<Body>>>::Future;
 ///   hyper's error, exactly as over tonic's `Channel`.
 ///
 /// A request is never sent twice: reconnecting is not retrying.
+///
+/// # Examples
+///
+/// A named type, to keep in a struct as tonic's:
+///
+/// ```
+/// use redial::grpc::{Channel, Endpoint};
+/// use tonic_health::pb::health_client::HealthClient;
+///
+/// struct App {
+///     health: HealthClient<Channel>,
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let channel = Endpoint::from_static("http://127.0.0.1:50051").connect_lazy();
+/// let app = App {
+///     health: HealthClient::new(channel),
+/// };
+/// # let _ = app.health;
+/// # }
+/// ```
 pub struct Channel {
     inner: SharedHttp2<Body>,
     timeout: Option<Duration>,
