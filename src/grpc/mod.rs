@@ -64,8 +64,9 @@
 //!   idle or not. redial adds [`backoff`](Endpoint::backoff),
 //!   [`wait_for_ready`](Endpoint::wait_for_ready) and
 //!   [`max_attempts`](Endpoint::max_attempts).
-//! - **Not here yet.** TLS (`tls_config`, coming with the `tls` feature),
-//!   Unix sockets, `origin`, `connect_with_connector`, rate and concurrency
+//! - **Not here yet.** TLS (`tls_config`, coming with the `tls` feature;
+//!   until then an `https://` endpoint fails to connect with "invalid URL,
+//!   scheme is not http"), Unix sockets, `origin`, `connect_with_connector`, rate and concurrency
 //!   limits, HTTP/2 window settings, and `Channel::balance_list`. For a
 //!   custom connector or hyper setting, build the
 //!   [`Http2Connector`](crate::http::Http2Connector) yourself and spawn it
