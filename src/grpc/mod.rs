@@ -10,7 +10,8 @@
 //! [`watch()`](Channel::watch).
 //!
 //! This module is behind the `grpc` feature, which turns on `http`. It
-//! needs Rust 1.88, as tonic does.
+//! needs Rust 1.88, as tonic does. `cargo run --example grpc_client
+//! --all-features` shows a server restart handled.
 //!
 //! # Example
 //!
