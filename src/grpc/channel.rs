@@ -314,3 +314,38 @@ fn to_status(error: BoxError) -> BoxError {
     status.set_source(Arc::from(error));
     Box::new(status)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+    use crate::error::cause;
+
+    fn code(error: BoxError) -> Option<tonic::Code> {
+        to_status(error).downcast::<Status>().ok().map(|s| s.code())
+    }
+
+    /// Every error of a call that never reached the server is `Unavailable`
+    /// with redial's error as its source; any other error is left as it is.
+    #[test]
+    fn unsent_calls_are_unavailable() {
+        let refused = || cause(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let unsent: Vec<BoxError> = vec![
+            Box::new(Unavailable::new(Some(refused()), 1, None)),
+            Box::new(Closed::new(None)),
+            Box::new(GaveUp::new(3, Some(refused()))),
+            Box::new(NotReady::new()),
+            Box::new(ConnectFailed::new(std::io::Error::other("refused"))),
+            Box::new(ConnectTimeout::new(Duration::from_secs(1))),
+        ];
+        for error in unsent {
+            let message = error.to_string();
+            let status = to_status(error).downcast::<Status>().unwrap();
+            assert_eq!(status.code(), tonic::Code::Unavailable);
+            assert_eq!(status.message(), message);
+            assert!(status.source().is_some());
+        }
+        assert_eq!(code("something else".into()), None);
+    }
+}
