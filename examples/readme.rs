@@ -4,7 +4,8 @@
 //! `tests/readme.rs` fails if a README snippet is not found here, line for
 //! line, and it includes this file as a module: `cargo test` compiles every
 //! snippet and runs them all. Without the `http` feature the hyper and tonic
-//! snippets are left out, and without `tls` the TLS one. Run it with:
+//! snippets are left out, without `tls` the TLS one, and without `grpc` the
+//! "Switching from tonic" one. Run it with:
 //!
 //! ```text
 //! cargo run --example readme --all-features
@@ -70,6 +71,8 @@ async fn run() -> Result<(), BoxError> {
     {
         web::hyper().await?;
         web::tonic().await?;
+        #[cfg(feature = "grpc")]
+        web::grpc().await?;
     }
     #[cfg(not(feature = "http"))]
     println!("skipped the hyper and tonic snippets: run with `--features http`");
@@ -254,6 +257,25 @@ async fn tonic_section(addr: SocketAddr) -> Result<(redial::ConnectionWatch, Str
     Ok((watch, reply.into_inner().status().as_str_name().into()))
 }
 
+/// README, "Switching from tonic".
+#[cfg(feature = "grpc")]
+async fn grpc_section(addr: SocketAddr) -> Result<(redial::ConnectionWatch, String), BoxError> {
+    use redial::grpc::Endpoint; // was: use tonic::transport::Endpoint;
+    use std::time::Duration;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+
+    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await?;
+    let mut client = HealthClient::new(channel.clone()); // any generated client
+    let watch = channel.watch(); // what tonic's Channel cannot tell you
+    let reply = client.check(HealthCheckRequest::default()).await?;
+
+    Ok((watch, reply.into_inner().status().as_str_name().into()))
+}
+
 /// The checks around the hyper and tonic snippets, and their servers: a
 /// hyper server (HTTP/1 and HTTP/2) and a tonic health server on 127.0.0.1.
 #[cfg(feature = "http")]
@@ -318,6 +340,23 @@ mod web {
         }
         assert!(source.is_some(), "no Unavailable in {status:?}");
         checked("tonic: with no server, a call fails fast: Code::Unknown, Unavailable as source");
+        Ok(())
+    }
+
+    #[cfg(feature = "grpc")]
+    pub(super) async fn grpc() -> Result<(), BoxError> {
+        let addr = health_server().await?;
+        let (watch, serving) = super::grpc_section(addr).await?;
+        assert!(watch.is_connected());
+        assert_eq!(serving, "SERVING");
+        checked("switching from tonic: redial's Endpoint connects, a generated client answers");
+
+        // A port nobody listens on: `connect` fails, as tonic's does.
+        let refused = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+        let err = super::grpc_section(refused).await.unwrap_err();
+        let err = err.downcast::<redial::grpc::Error>()?;
+        assert!(err.is_connect(), "{err}");
+        checked("switching from tonic: with no server, connect fails");
         Ok(())
     }
 

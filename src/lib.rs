@@ -120,12 +120,15 @@
 //! - `tls`: TLS for those connectors (`.tls(config)`, with rustls and its
 //!   `ring` provider); implies `http`. See the `http` module's
 //!   TLS section.
+//! - `grpc`: the `redial::grpc` module, `Endpoint` and `Channel` to use in
+//!   place of tonic's (turns on `http`).
 //!
 //! # Minimum supported Rust version
 //!
 //! 1.85, as declared in `Cargo.toml`: tokio's, and the highest any
-//! dependency declares, with or without the `http` and `tls` features. The test suite
-//! and examples need 1.88 (tonic, proptest).
+//! dependency declares, with or without the `http` and `tls` features. The
+//! `grpc` feature needs 1.88, as tonic declares. The test suite and examples
+//! need 1.88 (tonic, proptest).
 
 #![warn(
     missing_debug_implementations,
@@ -141,6 +144,9 @@ pub mod backoff;
 mod classify;
 pub mod error;
 pub mod future;
+#[cfg(feature = "grpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
+pub mod grpc;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;

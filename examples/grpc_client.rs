@@ -1,0 +1,179 @@
+//! A tonic generated client over `redial::grpc`, where it would use tonic's
+//! own `Endpoint` and `Channel`, for a gRPC server that goes away and comes
+//! back.
+//!
+//! The example starts tonic's own health service (`tonic_health`) on
+//! 127.0.0.1, and builds one generated `HealthClient` over a `Channel` from
+//! redial's `Endpoint`, the one line that differs from tonic:
+//!
+//! ```text
+//! let channel = Endpoint::from(uri).connect_timeout(…).backoff(…).connect_lazy();
+//! let client = HealthClient::new(channel.clone());
+//! ```
+//!
+//! The channel connects at once, notices the server going away with no call
+//! in flight, and reconnects in the background; the same client (cloned per
+//! call) works again after the restart, with no new client built. While the
+//! server is away, calls fail fast with code `Unavailable`, whose source is
+//! redial's `Unavailable`. (With `.wait_for_ready(true)` on the endpoint
+//! they would wait instead.)
+//!
+//! A task sends a health check every 250 ms and prints each result; another
+//! prints every change of the `ConnectionWatch`. The server runs for 2 s, is
+//! stopped (closing every connection) for 2 s, then restarts on the same
+//! port for 2 s more.
+//!
+//! Run it with:
+//!
+//! ```text
+//! cargo run --example grpc_client --all-features
+//! ```
+//!
+//! Add `RUST_LOG=redial=debug` to see the crate's own log next to it.
+
+#[path = "common/report.rs"]
+mod report;
+#[path = "common/server.rs"]
+mod server;
+
+use std::{
+    error::Error,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use http::{Request, Uri};
+use redial::{error::Unavailable, grpc::Endpoint, Backoff};
+use report::{chain, connects, print_changes, timed, Outcome, Tally, Ticks};
+use server::Server;
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::{body::Body, transport::server::TcpIncoming, Code, Status};
+use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+use tower::{BoxError, ServiceBuilder};
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let clock = report::start();
+    let end = clock.0 + Duration::from_secs(6);
+
+    let mut server = Server::start(([127, 0, 0, 1], 0).into(), serve)?;
+    let uri: Uri = format!("http://{}", server.addr).parse()?;
+    clock.say(format!("health server listening on {uri}"));
+
+    // The whole client: an endpoint, its channel, and the generated client
+    // over it, built once.
+    let channel = Endpoint::from(uri)
+        .connect_timeout(Duration::from_secs(1))
+        .backoff(Backoff::constant(Duration::from_millis(300)))
+        .connect_lazy();
+    let watch = channel.watch();
+    let client = HealthClient::new(channel.clone());
+
+    let printer = tokio::spawn(print_changes("watch", watch.clone(), clock, false));
+    let outage = tokio::spawn(async move {
+        server
+            .outage(clock, Duration::from_secs(2), Duration::from_secs(4))
+            .await?;
+        Ok::<_, std::io::Error>(server)
+    });
+
+    // A health check every 250 ms, each through a clone of the one client.
+    let mut tally = Tally::default();
+    let mut ticks = Ticks::until(end, Duration::from_millis(250));
+    while let Some(n) = ticks.next().await {
+        let mut client = client.clone();
+        let request = HealthCheckRequest {
+            service: String::new(),
+        };
+        // Failing fast, a call never waits out the outage; bound it anyway.
+        let (result, took) = timed(client.check(request)).await;
+        let (outcome, line) = match result {
+            Some(Ok(response)) => {
+                let status = response.into_inner().status();
+                (
+                    Outcome::Ok,
+                    format!("{} ({took:.0?})", status.as_str_name()),
+                )
+            }
+            Some(Err(status))
+                if status.code() == Code::Unavailable && find::<Unavailable>(&status).is_some() =>
+            {
+                (
+                    Outcome::FailedFast,
+                    format!("failed fast ({took:.0?}): {}", describe(&status)),
+                )
+            }
+            Some(Err(status)) => (Outcome::Other, format!("error: {}", describe(&status))),
+            None => (Outcome::Other, "no answer in 5 s".into()),
+        };
+        tally.record(clock, outcome, format!("check {n}: {line}"));
+    }
+
+    let mut server = outage.await??;
+    // Closing the channel drops the connection: the watch shows `closed`,
+    // and the printer ends.
+    channel.close();
+    printer.await?;
+    println!(
+        "summary: {}; {} (the last at close); the server answered {}",
+        tally.counts("checks ok"),
+        connects(&watch.state()),
+        server.answered(),
+    );
+    server.stop().await;
+    Ok(())
+}
+
+/// A status's code, then its source chain: redial's error is there.
+fn describe(status: &Status) -> String {
+    match status.source() {
+        Some(source) => format!("{:?}: {}", status.code(), chain(source)),
+        None => format!("{:?}: {}", status.code(), status.message()),
+    }
+}
+
+/// The first error of type `E` in the chain.
+fn find<'a, E: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'a E> {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if let Some(found) = err.downcast_ref::<E>() {
+            return Some(found);
+        }
+        next = err.source();
+    }
+    None
+}
+
+// ===== the server =====
+
+/// Spawns tonic's server with `tonic_health`'s service, which reports
+/// `SERVING`, until `stopped`; it then closes the listener and, gracefully,
+/// every connection.
+fn serve(
+    listener: TcpListener,
+    stopped: oneshot::Receiver<()>,
+    answered: Arc<AtomicUsize>,
+) -> JoinHandle<()> {
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let service = ServiceBuilder::new()
+        .map_request(move |req: Request<Body>| {
+            answered.fetch_add(1, Ordering::Relaxed);
+            req
+        })
+        .service(health);
+    tokio::spawn(async move {
+        let serving = tonic::transport::Server::builder().serve_with_incoming_shutdown(
+            service,
+            TcpIncoming::from(listener),
+            async {
+                let _ = stopped.await;
+            },
+        );
+        if let Err(err) = serving.await {
+            eprintln!("server failed: {err}");
+        }
+    })
+}
