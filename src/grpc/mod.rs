@@ -65,9 +65,11 @@
 //!   idle or not. redial adds [`backoff`](Endpoint::backoff),
 //!   [`wait_for_ready`](Endpoint::wait_for_ready) and
 //!   [`max_attempts`](Endpoint::max_attempts).
-//! - **Not here yet.** TLS (`tls_config`, coming with the `tls` feature;
-//!   until then an `https://` endpoint fails to connect with "invalid URL,
-//!   scheme is not http"), Unix sockets, `origin`, `connect_with_connector`, rate and concurrency
+//! - **TLS** takes a `rustls::ClientConfig` (feature `tls`):
+//!   `Endpoint::tls_config(config)` on an `https://` endpoint, which
+//!   otherwise fails to connect with "https target needs tls configured on
+//!   the connector". ALPN `h2` and the server name come from the endpoint.
+//! - **Not here yet.** Unix sockets, `origin`, `connect_with_connector`, rate and concurrency
 //!   limits, HTTP/2 window settings, and `Channel::balance_list`. For a
 //!   custom connector or hyper setting, build the
 //!   [`Http2Connector`](crate::http::Http2Connector) yourself and spawn it
@@ -83,8 +85,10 @@
 mod channel;
 mod deadline;
 mod endpoint;
+mod error;
 
 pub use self::{
     channel::{Channel, ResponseFuture},
-    endpoint::{Endpoint, Error},
+    endpoint::Endpoint,
+    error::Error,
 };
