@@ -31,28 +31,23 @@
 //!
 //! Add `RUST_LOG=redial=debug` to see the crate's own log next to it.
 
+#[path = "common/health.rs"]
+mod health;
 #[path = "common/report.rs"]
 mod report;
 #[path = "common/server.rs"]
 mod server;
 
-use std::{
-    error::Error,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
-use http::{Request, Uri};
+use health::{describe, find, serve};
+use http::Uri;
 use redial::{error::Unavailable, grpc::Endpoint, Backoff};
-use report::{chain, connects, print_changes, timed, Outcome, Tally, Ticks};
+use report::{connects, print_changes, timed, Outcome, Tally, Ticks};
 use server::Server;
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::{body::Body, transport::server::TcpIncoming, Code, Status};
+use tonic::Code;
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
-use tower::{BoxError, ServiceBuilder};
+use tower::BoxError;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
@@ -125,55 +120,4 @@ async fn main() -> Result<(), BoxError> {
     );
     server.stop().await;
     Ok(())
-}
-
-/// A status's code, then its source chain: redial's error is there.
-fn describe(status: &Status) -> String {
-    match status.source() {
-        Some(source) => format!("{:?}: {}", status.code(), chain(source)),
-        None => format!("{:?}: {}", status.code(), status.message()),
-    }
-}
-
-/// The first error of type `E` in the chain.
-fn find<'a, E: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'a E> {
-    let mut next = Some(err);
-    while let Some(err) = next {
-        if let Some(found) = err.downcast_ref::<E>() {
-            return Some(found);
-        }
-        next = err.source();
-    }
-    None
-}
-
-// ===== the server =====
-
-/// Spawns tonic's server with `tonic_health`'s service, which reports
-/// `SERVING`, until `stopped`; it then closes the listener and, gracefully,
-/// every connection.
-fn serve(
-    listener: TcpListener,
-    stopped: oneshot::Receiver<()>,
-    answered: Arc<AtomicUsize>,
-) -> JoinHandle<()> {
-    let (_reporter, health) = tonic_health::server::health_reporter();
-    let service = ServiceBuilder::new()
-        .map_request(move |req: Request<Body>| {
-            answered.fetch_add(1, Ordering::Relaxed);
-            req
-        })
-        .service(health);
-    tokio::spawn(async move {
-        let serving = tonic::transport::Server::builder().serve_with_incoming_shutdown(
-            service,
-            TcpIncoming::from(listener),
-            async {
-                let _ = stopped.await;
-            },
-        );
-        if let Err(err) = serving.await {
-            eprintln!("server failed: {err}");
-        }
-    })
 }
