@@ -239,9 +239,15 @@ async fn tls_section(
     Ok((res, client))
 }
 
+/// What the tonic and gRPC snippets hand back: the watch, the health
+/// status, and the channel, kept until the checks are done (dropping the
+/// last handle closes the connection, which the watch would then show).
+#[cfg(feature = "http")]
+type Answered = (redial::ConnectionWatch, String, Box<dyn Send>);
+
 /// README, "tonic".
 #[cfg(feature = "http")]
-async fn tonic_section(addr: SocketAddr) -> Result<(redial::ConnectionWatch, String), BoxError> {
+async fn tonic_section(addr: SocketAddr) -> Result<Answered, BoxError> {
     use redial::{http::Http2Connector, ReconnectLayer};
     use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
     use tower::Layer;
@@ -254,12 +260,13 @@ async fn tonic_section(addr: SocketAddr) -> Result<(redial::ConnectionWatch, Str
     let watch = channel.watch(); // what Channel cannot tell you
     let reply = client.check(HealthCheckRequest::default()).await?;
 
-    Ok((watch, reply.into_inner().status().as_str_name().into()))
+    let serving = reply.into_inner().status().as_str_name().into();
+    Ok((watch, serving, Box::new(channel)))
 }
 
 /// README, "Switching from tonic".
 #[cfg(feature = "grpc")]
-async fn grpc_section(addr: SocketAddr) -> Result<(redial::ConnectionWatch, String), BoxError> {
+async fn grpc_section(addr: SocketAddr) -> Result<Answered, BoxError> {
     use redial::grpc::Endpoint; // was: use tonic::transport::Endpoint;
     use std::time::Duration;
     use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
@@ -273,7 +280,8 @@ async fn grpc_section(addr: SocketAddr) -> Result<(redial::ConnectionWatch, Stri
     let watch = channel.watch(); // what tonic's Channel cannot tell you
     let reply = client.check(HealthCheckRequest::default()).await?;
 
-    Ok((watch, reply.into_inner().status().as_str_name().into()))
+    let serving = reply.into_inner().status().as_str_name().into();
+    Ok((watch, serving, Box::new(channel)))
 }
 
 /// The checks around the hyper and tonic snippets, and their servers: a
@@ -323,7 +331,7 @@ mod web {
 
     pub(super) async fn tonic() -> Result<(), BoxError> {
         let addr = health_server().await?;
-        let (watch, serving) = tonic_section(addr).await?;
+        let (watch, serving, _channel) = tonic_section(addr).await?;
         assert!(watch.is_connected());
         assert_eq!(serving, "SERVING");
         checked("tonic: a generated client over the shared HTTP/2 handle answers");
@@ -331,7 +339,10 @@ mod web {
         // A port nobody listens on: the call fails fast, as a `Status` with
         // code `Unknown` and redial's `Unavailable` in its source chain.
         let refused = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
-        let status = tonic_section(refused).await.unwrap_err();
+        let status = tonic_section(refused)
+            .await
+            .err()
+            .expect("no server, no answer");
         let status = status.downcast::<tonic::Status>()?;
         assert_eq!(status.code(), Code::Unknown, "{status}");
         let mut source = status.source();
@@ -346,14 +357,17 @@ mod web {
     #[cfg(feature = "grpc")]
     pub(super) async fn grpc() -> Result<(), BoxError> {
         let addr = health_server().await?;
-        let (watch, serving) = super::grpc_section(addr).await?;
+        let (watch, serving, _channel) = super::grpc_section(addr).await?;
         assert!(watch.is_connected());
         assert_eq!(serving, "SERVING");
         checked("switching from tonic: redial's Endpoint connects, a generated client answers");
 
         // A port nobody listens on: `connect` fails, as tonic's does.
         let refused = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
-        let err = super::grpc_section(refused).await.unwrap_err();
+        let err = super::grpc_section(refused)
+            .await
+            .err()
+            .expect("no server, no channel");
         let err = err.downcast::<redial::grpc::Error>()?;
         assert!(err.is_connect(), "{err}");
         checked("switching from tonic: with no server, connect fails");
