@@ -152,6 +152,7 @@ pub mod grpc;
 pub mod http;
 mod layer;
 mod redact;
+mod resend;
 mod service;
 pub mod shared;
 mod state;

@@ -117,6 +117,12 @@ where
         self.machine.lost(None);
     }
 
+    /// Makes the next `call` one that sends a request a connection handed
+    /// back: counted on the watch if it reaches the connection.
+    pub(crate) fn call_again(&mut self) {
+        self.machine.call_again();
+    }
+
     /// The make service.
     pub fn get_ref(&self) -> &M {
         &self.make

@@ -6,17 +6,22 @@ use std::{
 };
 
 use pin_project_lite::pin_project;
+use tokio::sync::oneshot;
 use tower::BoxError;
 
-use super::message::Rx;
-use crate::error::Closed;
+use super::message::{Message, ResendTx, Rx};
+use crate::error::{Closed, Resend};
 
 pin_project! {
     /// The response future of [`Shared`](crate::Shared): waits for the
-    /// task to send the request, then for the response.
-    pub struct ResponseFuture<F> {
+    /// task to send the request, then for the response. When the
+    /// connection hands the request back ([`Resend`]), it goes back to the
+    /// task to be sent on the next connection, once.
+    pub struct ResponseFuture<Req, F> {
         #[pin]
         state: State<F>,
+        // `None` once used: a request is sent again at most once.
+        resend: Option<ResendTx<Req, F>>,
     }
 }
 
@@ -29,35 +34,52 @@ pin_project! {
     }
 }
 
-impl<F> ResponseFuture<F> {
-    pub(crate) fn new(rx: Rx<F>) -> Self {
+impl<Req, F> ResponseFuture<Req, F> {
+    pub(crate) fn new(rx: Rx<F>, resend: ResendTx<Req, F>) -> Self {
         Self {
             state: State::Queued { rx },
+            resend: Some(resend),
         }
     }
 
     pub(crate) fn failed(error: BoxError) -> Self {
         Self {
             state: State::Failed { error: Some(error) },
+            resend: None,
         }
     }
 }
 
-impl<F, T, E> Future for ResponseFuture<F>
+impl<Req, F, T, E> Future for ResponseFuture<Req, F>
 where
+    Req: Send + 'static,
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
 {
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
+        let mut this = self.project();
         loop {
-            match state.as_mut().project() {
-                StateProj::Sent { fut } => return fut.poll(cx).map_err(Into::into),
+            match this.state.as_mut().project() {
+                StateProj::Sent { fut } => {
+                    let error = match ready!(fut.poll(cx)) {
+                        Ok(response) => return Poll::Ready(Ok(response)),
+                        Err(error) => error.into(),
+                    };
+                    match error.downcast::<Resend<Req>>() {
+                        Ok(resend) => match this.resend.take() {
+                            Some(tx) => this.state.set(send_again(&tx, *resend)),
+                            // Handed back a second time: the caller gets
+                            // the connection's own error.
+                            None => return Poll::Ready(Err(resend.into_error())),
+                        },
+                        Err(error) => return Poll::Ready(Err(error)),
+                    }
+                }
                 StateProj::Queued { rx } => match ready!(Pin::new(rx).poll(cx)) {
                     // Sent: the response future is polled in this same poll.
-                    Ok(Ok(fut)) => state.set(State::Sent { fut }),
+                    Ok(Ok(fut)) => this.state.set(State::Sent { fut }),
                     Ok(Err(error)) => return Poll::Ready(Err(error)),
                     // The task went away without answering: it panicked or
                     // its runtime shut down. The watch shows `Closed`.
@@ -73,7 +95,26 @@ where
     }
 }
 
-impl<F> fmt::Debug for ResponseFuture<F> {
+/// Queues a handed-back request with the task, ahead of new ones.
+#[cold]
+fn send_again<Req, F>(tx: &ResendTx<Req, F>, resend: Resend<Req>) -> State<F> {
+    let (answer, rx) = oneshot::channel();
+    let message = Message {
+        request: resend.into_request(),
+        tx: answer,
+        span: tracing::Span::current(),
+    };
+    match tx.send(message) {
+        Ok(()) => State::Queued { rx },
+        // The task has closed: the request was never processed, and
+        // nothing will send it now.
+        Err(_) => State::Failed {
+            error: Some(Box::new(Closed::new(None))),
+        },
+    }
+}
+
+impl<Req, F> fmt::Debug for ResponseFuture<Req, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Queued { .. } => "queued",
@@ -82,6 +123,7 @@ impl<F> fmt::Debug for ResponseFuture<F> {
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
+            .field("may_resend", &self.resend.is_some())
             .finish()
     }
 }

@@ -1,4 +1,4 @@
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tower::BoxError;
 
 /// A request on its way to the worker, with the channel its response
@@ -14,3 +14,9 @@ pub(crate) struct Message<Req, F> {
 /// that stopped the request from being sent.
 pub(crate) type Tx<F> = oneshot::Sender<Result<F, BoxError>>;
 pub(crate) type Rx<F> = oneshot::Receiver<Result<F, BoxError>>;
+
+/// Where a response future sends a request its connection handed back:
+/// the task's second queue, read before the first, unbounded since each
+/// request goes there at most once.
+pub(crate) type ResendTx<Req, F> = mpsc::UnboundedSender<Message<Req, F>>;
+pub(crate) type ResendRx<Req, F> = mpsc::UnboundedReceiver<Message<Req, F>>;

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tower::{BoxError, Service};
 
 use self::{
-    message::Message,
+    message::{Message, ResendTx},
     queue::QueueTx,
     signal::{CLOSE, MARK_DISCONNECTED, RESET_BACKOFF},
     worker::{Handle, Worker},
@@ -114,19 +114,21 @@ use crate::{error::NotReady, ConnectionWatch, Reconnect};
 /// ```
 pub struct Shared<Req, F> {
     tx: QueueTx<Message<Req, F>>,
-    closer: Arc<Closer<Message<Req, F>>>,
+    closer: Arc<Closer<Req, F>>,
     watch: ConnectionWatch,
 }
 
 /// What every clone of a [`Shared`] holds: the state shared with the
-/// worker, and a sender to clone for a new handle. When the last handle
-/// goes, the worker is told to close.
-struct Closer<M> {
+/// worker, a sender to clone for a new handle, and the sender of the
+/// task's queue of requests to send again, which each response future gets
+/// a clone of. When the last handle goes, the worker is told to close.
+struct Closer<Req, F> {
     handle: Arc<Handle>,
-    tx: mpsc::Sender<M>,
+    tx: mpsc::Sender<Message<Req, F>>,
+    resend: ResendTx<Req, F>,
 }
 
-impl<M> Drop for Closer<M> {
+impl<Req, F> Drop for Closer<Req, F> {
     fn drop(&mut self) {
         self.handle.signal.send(CLOSE);
     }
@@ -190,13 +192,14 @@ where
             "redial: the shared queue bound must be at least 1"
         );
         let (tx, rx) = mpsc::channel(bound);
+        let (resend, resend_rx) = mpsc::unbounded_channel();
         let handle = Arc::new(Handle::default());
         let watch = service.watch();
-        let worker = Worker::new(service, rx, eager, handle.clone());
+        let worker = Worker::new(service, rx, resend_rx, eager, handle.clone());
         tokio::spawn(worker.run());
         Self {
             tx: QueueTx::new(tx.clone()),
-            closer: Arc::new(Closer { handle, tx }),
+            closer: Arc::new(Closer { handle, tx, resend }),
             watch,
         }
     }
@@ -253,7 +256,7 @@ where
 {
     type Response = T;
     type Error = BoxError;
-    type Future = ResponseFuture<F>;
+    type Future = ResponseFuture<Req, F>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         if self.handle().is_closed() {
@@ -277,7 +280,7 @@ where
         let (tx, rx) = oneshot::channel();
         let span = tracing::Span::current();
         match self.tx.send(Message { request, tx, span }) {
-            Ok(()) => ResponseFuture::new(rx),
+            Ok(()) => ResponseFuture::new(rx, self.closer.resend.clone()),
             Err(_) => ResponseFuture::failed(self.handle().closed_error()),
         }
     }

@@ -8,13 +8,16 @@ use tokio::sync::mpsc;
 use tower::{BoxError, Service};
 
 use super::{
-    message::Message,
+    message::{Message, ResendRx},
     signal::{Signal, CLOSE, MARK_DISCONNECTED, RESET_BACKOFF},
 };
 use crate::{error::Closed, Reconnect};
 
+/// The response future of a `Reconnect<M, T>`.
+type Fut<M, T, Req> = <Reconnect<M, T> as Service<Req>>::Future;
+
 /// A queued request to a `Reconnect<M, T>`.
-type Msg<M, T, Req> = Message<Req, <Reconnect<M, T> as Service<Req>>::Future>;
+type Msg<M, T, Req> = Message<Req, Fut<M, T, Req>>;
 
 /// What the handles and the task share: whether the connection is closed
 /// and why, and the handles' requests to the task.
@@ -52,16 +55,18 @@ where
 {
     /// `None` once closed: the connection went with it.
     service: Option<Reconnect<M, T>>,
-    inbox: Inbox<Msg<M, T, Req>>,
+    inbox: Inbox<Req, Fut<M, T, Req>>,
     handle: Arc<Handle>,
 }
 
-/// The queue's receiving end.
-struct Inbox<Msg> {
-    rx: mpsc::Receiver<Msg>,
+/// The queues' receiving ends.
+struct Inbox<Req, F> {
+    rx: mpsc::Receiver<Message<Req, F>>,
+    /// Requests a connection handed back, to send again: read first.
+    resend: ResendRx<Req, F>,
     /// A request received before the service was ready (a lazy task's
     /// first).
-    held: Option<Msg>,
+    held: Option<Message<Req, F>>,
     /// Whether the service is driven yet: from the start when eager, from
     /// the first request when lazy.
     started: bool,
@@ -75,6 +80,7 @@ where
     pub(crate) fn new(
         service: Reconnect<M, T>,
         rx: mpsc::Receiver<Msg<M, T, Req>>,
+        resend: ResendRx<Req, Fut<M, T, Req>>,
         eager: bool,
         handle: Arc<Handle>,
     ) -> Self {
@@ -82,6 +88,7 @@ where
             service: Some(service),
             inbox: Inbox {
                 rx,
+                resend,
                 held: None,
                 started: eager,
             },
@@ -110,6 +117,7 @@ where
         self.handle.set_closed(error);
         self.service = None;
         self.inbox.rx.close();
+        self.inbox.resend.close();
         if let Some(msg) = self.inbox.held.take() {
             let _ = msg.tx.send(Err(self.handle.closed_error()));
         }
@@ -119,6 +127,10 @@ where
     /// sent into a slot a handle reserved before the close, until the queue
     /// is empty and no slot is reserved; then `Ready`, and the task ends.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Closed above, so it ends once empty whoever holds a sender.
+        while let Some(msg) = ready!(self.inbox.resend.poll_recv(cx)) {
+            let _ = msg.tx.send(Err(self.handle.closed_error()));
+        }
         while let Some(msg) = ready!(self.inbox.rx.poll_recv(cx)) {
             let _ = msg.tx.send(Err(self.handle.closed_error()));
         }
@@ -129,7 +141,7 @@ where
 /// Serves requests until the task must close, and says why.
 fn serve<M, T, Req>(
     service: &mut Reconnect<M, T>,
-    inbox: &mut Inbox<Msg<M, T, Req>>,
+    inbox: &mut Inbox<Req, Fut<M, T, Req>>,
     signal: &Signal,
     cx: &mut Context<'_>,
 ) -> Poll<Closed>
@@ -166,7 +178,7 @@ where
         if let Err(error) = ready!(service.poll_ready(cx)) {
             return Poll::Ready(Closed::new(Some(Arc::from(error))));
         }
-        let Some(msg) = ready!(inbox.poll_next_msg(cx)) else {
+        let Some((msg, again)) = ready!(inbox.poll_next_msg(cx)) else {
             // Every handle is gone.
             return Poll::Ready(Closed::new(None));
         };
@@ -175,17 +187,26 @@ where
             continue;
         }
         let _span = msg.span.enter();
+        if again {
+            service.call_again();
+        }
         let _ = msg.tx.send(Ok(service.call(msg.request)));
     }
 }
 
-impl<Msg> Inbox<Msg> {
-    /// The next request: the one held back, or a new one from the queue.
-    fn poll_next_msg(&mut self, cx: &mut Context<'_>) -> Poll<Option<Msg>> {
+impl<Req, F> Inbox<Req, F> {
+    /// The next request, and whether it is one to send again: the one held
+    /// back, one a connection handed back, or a new one from the queue.
+    fn poll_next_msg(&mut self, cx: &mut Context<'_>) -> Poll<Option<(Message<Req, F>, bool)>> {
         if let Some(msg) = self.held.take() {
-            return Poll::Ready(Some(msg));
+            return Poll::Ready(Some((msg, false)));
         }
-        self.rx.poll_recv(cx)
+        // Its end says nothing (its senders are the handles and the
+        // response futures): the handles' end shows in the main queue.
+        if let Poll::Ready(Some(msg)) = self.resend.poll_recv(cx) {
+            return Poll::Ready(Some((msg, true)));
+        }
+        self.rx.poll_recv(cx).map(|msg| msg.map(|msg| (msg, false)))
     }
 }
 

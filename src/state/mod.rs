@@ -80,6 +80,9 @@ pub(crate) struct Machine<F, S> {
     warned: bool,
     /// `poll_ready` returned `Ready(Ok)` and no `call` has used it yet.
     ready: bool,
+    /// The next `call` sends a request a connection handed back: counted
+    /// if it reaches the connection.
+    again: bool,
     detector: Option<Arc<Detector>>,
     /// Counts connections, so a late fatal error from an old one is ignored.
     generation: u64,
@@ -103,6 +106,7 @@ impl<F, S> Machine<F, S> {
             outage: false,
             warned: false,
             ready: false,
+            again: false,
             generation: 0,
             publisher: Publisher::new(),
         }
@@ -110,6 +114,11 @@ impl<F, S> Machine<F, S> {
 
     pub(crate) fn watch(&self) -> ConnectionWatch {
         self.publisher.watch()
+    }
+
+    /// Marks the next `call` as sending a handed-back request again.
+    pub(crate) fn call_again(&mut self) {
+        self.again = true;
     }
 
     /// What the watch shows now.
@@ -173,14 +182,20 @@ impl<F, S> Machine<F, S> {
 
     /// Sends `req` on the connection if the last `poll_ready` allowed it;
     /// otherwise fails with the error that describes the state now.
+    #[inline]
     pub(crate) fn call<Req>(&mut self, req: Req) -> ResponseFuture<S::Future>
     where
         S: Service<Req>,
     {
+        let again = std::mem::take(&mut self.again);
         match (std::mem::take(&mut self.ready), &mut self.state) {
             (true, State::Connected { svc }) => {
                 let report = self.detector.as_ref().map(|d| d.report(self.generation));
-                ResponseFuture::new(svc.call(req), report)
+                let fut = svc.call(req);
+                if again {
+                    self.resending();
+                }
+                ResponseFuture::new(fut, report)
             }
             (ready, _) => ResponseFuture::failed(self.refusal(ready)),
         }

@@ -53,6 +53,7 @@ pub struct ConnectionState {
     pub(crate) retry_at: Option<Instant>,
     pub(crate) connects: u64,
     pub(crate) disconnects: u64,
+    pub(crate) resent: u64,
 }
 
 impl ConnectionState {
@@ -64,6 +65,7 @@ impl ConnectionState {
             retry_at: None,
             connects: 0,
             disconnects: 0,
+            resent: 0,
         }
     }
 
@@ -120,6 +122,13 @@ impl ConnectionState {
     pub const fn disconnects(&self) -> u64 {
         self.disconnects
     }
+
+    /// How many requests a connection handed back (see
+    /// [`Resend`](crate::error::Resend)) and the shared handle sent again
+    /// on a new connection.
+    pub const fn resent(&self) -> u64 {
+        self.resent
+    }
 }
 
 impl fmt::Debug for ConnectionState {
@@ -134,6 +143,7 @@ impl fmt::Debug for ConnectionState {
             .field("retry_at", &self.retry_at)
             .field("connects", &self.connects)
             .field("disconnects", &self.disconnects)
+            .field("resent", &self.resent)
             .finish()
     }
 }
