@@ -31,8 +31,10 @@ use crate::{future::ResponseFuture, layer::Config, state::Machine, watch::Connec
 /// | `Closed` | `Err(`[`GaveUp`](crate::error::GaveUp)`)`, final |
 ///
 /// The error `call` returns always describes the state at the moment of the
-/// call, never an earlier attempt. A request is never resent on a new
-/// connection: reconnecting is not retrying.
+/// call, never an earlier attempt. Reconnecting is not retrying: a plain
+/// `Reconnect` never sends a request twice. When the connection hands one
+/// back unsent ([`Resend`](crate::error::Resend)), the caller gets that
+/// error with the request in it; the shared handle sends it again itself.
 ///
 /// Calling `call` without a `Ready(Ok)` from `poll_ready` first returns a
 /// [`NotReady`](crate::error::NotReady) error instead of panicking.
