@@ -2,6 +2,7 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{ready, Context, Poll},
 };
 
@@ -9,7 +10,7 @@ use pin_project_lite::pin_project;
 use tokio::sync::oneshot;
 use tower::BoxError;
 
-use super::message::{Message, ResendTx, Rx};
+use super::message::{Message, Resender, Rx};
 use crate::error::{Closed, Resend};
 
 pin_project! {
@@ -21,7 +22,7 @@ pin_project! {
         #[pin]
         state: State<F>,
         // `None` once used: a request is sent again at most once.
-        resend: Option<ResendTx<Req, F>>,
+        resend: Option<Arc<Resender<Req, F>>>,
     }
 }
 
@@ -35,7 +36,7 @@ pin_project! {
 }
 
 impl<Req, F> ResponseFuture<Req, F> {
-    pub(crate) fn new(rx: Rx<F>, resend: ResendTx<Req, F>) -> Self {
+    pub(crate) fn new(rx: Rx<F>, resend: Arc<Resender<Req, F>>) -> Self {
         Self {
             state: State::Queued { rx },
             resend: Some(resend),
@@ -97,7 +98,7 @@ where
 
 /// Queues a handed-back request with the task, ahead of new ones.
 #[cold]
-fn send_again<Req, F>(tx: &ResendTx<Req, F>, resend: Resend<Req>) -> State<F> {
+fn send_again<Req, F>(tx: &Resender<Req, F>, resend: Resend<Req>) -> State<F> {
     let (answer, rx) = oneshot::channel();
     let message = Message {
         request: resend.into_request(),

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tower::{BoxError, Service};
 
 use self::{
-    message::{Message, ResendTx},
+    message::{Message, Resender},
     queue::QueueTx,
     signal::{CLOSE, MARK_DISCONNECTED, RESET_BACKOFF},
     worker::{Handle, Worker},
@@ -125,7 +125,7 @@ pub struct Shared<Req, F> {
 struct Closer<Req, F> {
     handle: Arc<Handle>,
     tx: mpsc::Sender<Message<Req, F>>,
-    resend: ResendTx<Req, F>,
+    resend: Arc<Resender<Req, F>>,
 }
 
 impl<Req, F> Drop for Closer<Req, F> {
@@ -192,14 +192,18 @@ where
             "redial: the shared queue bound must be at least 1"
         );
         let (tx, rx) = mpsc::channel(bound);
-        let (resend, resend_rx) = mpsc::unbounded_channel();
         let handle = Arc::new(Handle::default());
+        let (resend, resend_rx) = Resender::new(handle.clone());
         let watch = service.watch();
         let worker = Worker::new(service, rx, resend_rx, eager, handle.clone());
         tokio::spawn(worker.run());
         Self {
             tx: QueueTx::new(tx.clone()),
-            closer: Arc::new(Closer { handle, tx, resend }),
+            closer: Arc::new(Closer {
+                handle,
+                tx,
+                resend: Arc::new(resend),
+            }),
             watch,
         }
     }

@@ -9,7 +9,7 @@ use tower::{BoxError, Service};
 
 use super::{
     message::{Message, ResendRx},
-    signal::{Signal, CLOSE, MARK_DISCONNECTED, RESET_BACKOFF},
+    signal::{Signal, CLOSE, MARK_DISCONNECTED, RESEND, RESET_BACKOFF},
 };
 use crate::{error::Closed, Reconnect};
 
@@ -62,8 +62,10 @@ where
 /// The queues' receiving ends.
 struct Inbox<Req, F> {
     rx: mpsc::Receiver<Message<Req, F>>,
-    /// Requests a connection handed back, to send again: read first.
+    /// Requests a connection handed back, to send again: read first, and
+    /// only after the `RESEND` signal says one is there.
     resend: ResendRx<Req, F>,
+    resend_pending: bool,
     /// A request received before the service was ready (a lazy task's
     /// first).
     held: Option<Message<Req, F>>,
@@ -89,6 +91,7 @@ where
             inbox: Inbox {
                 rx,
                 resend,
+                resend_pending: false,
                 held: None,
                 started: eager,
             },
@@ -127,8 +130,8 @@ where
     /// sent into a slot a handle reserved before the close, until the queue
     /// is empty and no slot is reserved; then `Ready`, and the task ends.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        // Closed above, so it ends once empty whoever holds a sender.
-        while let Some(msg) = ready!(self.inbox.resend.poll_recv(cx)) {
+        // Closed above, so nothing more can arrive there.
+        while let Ok(msg) = self.inbox.resend.try_recv() {
             let _ = msg.tx.send(Err(self.handle.closed_error()));
         }
         while let Some(msg) = ready!(self.inbox.rx.poll_recv(cx)) {
@@ -162,6 +165,9 @@ where
     }
     if signals & RESET_BACKOFF != 0 {
         service.reset_backoff();
+    }
+    if signals & RESEND != 0 {
+        inbox.resend_pending = true;
     }
     if !inbox.started {
         // Lazy: wait for the first request before connecting.
@@ -201,10 +207,12 @@ impl<Req, F> Inbox<Req, F> {
         if let Some(msg) = self.held.take() {
             return Poll::Ready(Some((msg, false)));
         }
-        // Its end says nothing (its senders are the handles and the
-        // response futures): the handles' end shows in the main queue.
-        if let Poll::Ready(Some(msg)) = self.resend.poll_recv(cx) {
-            return Poll::Ready(Some((msg, true)));
+        // No waker here: a request put there also sends `RESEND`.
+        if self.resend_pending {
+            match self.resend.try_recv() {
+                Ok(msg) => return Poll::Ready(Some((msg, true))),
+                Err(_) => self.resend_pending = false,
+            }
         }
         self.rx.poll_recv(cx).map(|msg| msg.map(|msg| (msg, false)))
     }
