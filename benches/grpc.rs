@@ -36,7 +36,7 @@ use tonic_health::pb::{
 };
 
 /// Rounds of the interleaved pass unless `REDIAL_ROUNDS` says otherwise.
-const ROUNDS: usize = 60;
+const ROUNDS: usize = 40;
 
 /// Calls per client per round: about 50 ms of calls on this machine.
 fn per_round(callers: u64) -> u64 {
@@ -98,6 +98,9 @@ fn main() {
         (clients, watch)
     });
 
+    if throughput::calls_only(&rt, ("tonic", &tonic), &redial) {
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     throughput::criterion(&mut c, &rt, "grpc", ("tonic", &tonic), &redial);
     c.final_summary();

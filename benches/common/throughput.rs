@@ -6,7 +6,8 @@
 //! of the client, and times the whole batch. [`criterion`] measures a batch
 //! per call count for criterion's own report (time and calls/s per call);
 //! [`compare`] then runs the interleaved pass (`common/interleave.rs`) and
-//! prints the side-by-side table.
+//! prints the side-by-side table. [`calls_only`] runs one client alone, for
+//! a profiler.
 //!
 //! Each bench includes it with `#[path = "common/throughput.rs"] mod
 //! throughput;`, after `common/interleave.rs` as `interleave`.
@@ -118,4 +119,32 @@ pub(crate) fn compare<A: Caller, R: Caller>(
             pass.b_faster(),
         );
     }
+}
+
+/// `REDIAL_CALLS=<alt_name|redial>:<calls>[:<callers>]`: makes that many
+/// calls through that one client (from 1 caller, or that many), prints the
+/// time they took, and returns `true`, for a profiler (`perf stat`, `perf
+/// record`, `valgrind --tool=callgrind`): two runs with different counts
+/// give a client's cost per call, the difference of the two over the
+/// difference in calls. Returns `false` without the variable.
+pub(crate) fn calls_only<A: Caller, R: Caller>(
+    rt: &Runtime,
+    (alt_name, alt): (&str, &A),
+    redial: &R,
+) -> bool {
+    let Ok(spec) = std::env::var("REDIAL_CALLS") else {
+        return false;
+    };
+    let usage = format!("REDIAL_CALLS=<{alt_name}|redial>:<calls>[:<callers>]");
+    let mut parts = spec.split(':');
+    let which = parts.next().unwrap_or_default();
+    let calls: u64 = parts.next().and_then(|n| n.parse().ok()).expect(&usage);
+    let callers: u64 = parts.next().map_or(1, |n| n.parse().expect(&usage));
+    let took = match which {
+        "redial" => rt.block_on(batch(redial, callers, calls)),
+        name if name == alt_name => rt.block_on(batch(alt, callers, calls)),
+        _ => panic!("{usage}"),
+    };
+    println!("{which}: {calls} calls from {callers} callers in {took:.2?}");
+    true
 }
