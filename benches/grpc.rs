@@ -101,7 +101,9 @@ fn main() {
     if throughput::calls_only(&rt, ("tonic", &tonic), &redial) {
         return;
     }
-    let mut c = Criterion::default().configure_from_args();
+    // Without plots: on this machine plotters takes ~10 s per benchmark, and
+    // the table after the report is what to quote.
+    let mut c = Criterion::default().without_plots().configure_from_args();
     throughput::criterion(&mut c, &rt, "grpc", ("tonic", &tonic), &redial);
     c.final_summary();
     throughput::compare(&rt, "grpc", ("tonic", &tonic), &redial, ROUNDS, per_round);

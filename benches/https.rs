@@ -164,7 +164,9 @@ fn main() {
     if throughput::calls_only(&rt, ("hyper", &hyper), &redial) {
         return;
     }
-    let mut c = Criterion::default().configure_from_args();
+    // Without plots: on this machine plotters takes ~10 s per benchmark, and
+    // the table after the report is what to quote.
+    let mut c = Criterion::default().without_plots().configure_from_args();
     throughput::criterion(&mut c, &rt, "https", ("hyper", &hyper), &redial);
     c.final_summary();
     throughput::compare(&rt, "https", ("hyper", &hyper), &redial, ROUNDS, per_round);
