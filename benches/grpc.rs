@@ -2,22 +2,26 @@
 //! against tonic's own `tonic::transport::Channel`.
 //!
 //! One server for both: tonic's `Server` with tonic-health's health
-//! service, on a current-thread runtime of its own thread, so that it costs
-//! the clients' runtime nothing and answers both alike. Each client is made
-//! as its users make it (`Endpoint::from_shared(uri)?.connect().await`, the
-//! defaults otherwise: one HTTP/2 connection, a queue of 1,024 calls and a
-//! task to drive it) on a tokio multi-thread runtime with 2 workers, and
-//! calls `Health/Check` through tonic-health's generated `HealthClient`,
-//! with 1, 16 and 256 concurrent callers (`common/throughput.rs`).
+//! service, on a current-thread runtime of its own thread, so that it is
+//! never scheduled among the clients' tasks and answers both alike. Each
+//! client is made as its users make it
+//! (`Endpoint::from_shared(uri)?.connect().await`, the defaults otherwise:
+//! one HTTP/2 connection, a queue of 1,024 calls and a task to drive it) on
+//! a tokio multi-thread runtime with 2 workers, and calls `Health/Check`
+//! through tonic-health's generated `HealthClient`, with 1, 16 and 256
+//! concurrent callers (`common/throughput.rs`).
 //!
 //! Criterion reports the time per call and calls per second; then an
 //! interleaved pass (`common/interleave.rs`) runs round after round through
 //! each client in turn and prints the table to quote: calls per second for
 //! each and the median of the per-round ratio.
 //!
-//! Run with `cargo bench --bench grpc --features grpc` (about 3 minutes);
+//! Run with `cargo bench --bench grpc --features grpc` (about 2 minutes);
 //! `-- --warm-up-time 1 --measurement-time 2` shortens criterion's part and
-//! `REDIAL_ROUNDS=20` the interleaved pass.
+//! `REDIAL_ROUNDS=20` the interleaved pass. `REDIAL_CALLS=tonic:3000:16`
+//! (or `redial:…`) makes only those calls through one client, for a
+//! profiler: `valgrind --tool=callgrind` gives repeatable instruction counts
+//! whatever else the machine does.
 
 #[path = "common/interleave.rs"]
 mod interleave;

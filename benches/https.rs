@@ -5,10 +5,10 @@
 //! One server for both: hyper's HTTP/2 server behind tokio-rustls's
 //! acceptor, with a certificate from a CA made at run time
 //! (`examples/common/tls.rs`), on a current-thread runtime of its own
-//! thread, so that it costs the clients' runtime nothing and answers both
-//! alike. It answers every request with `hello`. The clients, on a tokio
-//! multi-thread runtime with 2 workers, share one rustls `ClientConfig`
-//! (ring, ALPN `h2`) and each keep one HTTP/2 connection:
+//! thread, so that it is never scheduled among the clients' tasks and
+//! answers both alike. It answers every request with `hello`. The clients,
+//! on a tokio multi-thread runtime with 2 workers, share one rustls
+//! `ClientConfig` (ring, ALPN `h2`) and each keep one HTTP/2 connection:
 //!
 //! - `hyper`: `Client::builder(TokioExecutor::new()).http2_only(true)`
 //!   over `HttpsConnectorBuilder::new().with_tls_config(config)
@@ -23,9 +23,12 @@
 //! per second; then an interleaved pass (`common/interleave.rs`) runs round
 //! after round through each client in turn and prints the table to quote.
 //!
-//! Run with `cargo bench --bench https --features tls` (about 3 minutes);
+//! Run with `cargo bench --bench https --features tls` (about 2 minutes);
 //! `-- --warm-up-time 1 --measurement-time 2` shortens criterion's part and
-//! `REDIAL_ROUNDS=20` the interleaved pass.
+//! `REDIAL_ROUNDS=20` the interleaved pass. `REDIAL_CALLS=hyper:3000:16`
+//! (or `redial:…`) makes only those calls through one client, for a
+//! profiler: `valgrind --tool=callgrind` gives repeatable instruction counts
+//! whatever else the machine does.
 
 #[path = "common/interleave.rs"]
 mod interleave;
