@@ -230,6 +230,8 @@ async fn serve(
             accepted = listener.accept() => {
                 let (stream, _) = accepted.expect("accept");
                 let _ = stream.set_nodelay(true);
+                // In the accept loop: each client dials once, before the
+                // measuring starts, and a failed handshake is a broken bench.
                 let tls = acceptor.accept(stream).await.expect("TLS handshake");
                 handshakes += 1;
                 conns.spawn(async move {
