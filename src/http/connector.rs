@@ -10,12 +10,13 @@ use hyper::{
     client::conn::{http1, http2},
     rt::{Read, Write},
 };
-use hyper_util::{client::legacy::connect::HttpConnector, rt::TokioExecutor};
+use hyper_util::client::legacy::connect::HttpConnector;
 use tower::{BoxError, Service};
 
 use super::{
     connect::{connect, ConnectFuture},
     connection::{Http1Connection, Http2Connection},
+    executor::BoxedExecutor,
     handshake::Http2Settings,
     scheme::Schemes,
 };
@@ -143,7 +144,7 @@ impl<B, C> Http1Connector<B, C> {
 ///
 /// Each call dials the `Uri` through the connector `C`, does the HTTP/2
 /// handshake with the [`http2::Builder`] (streams run on
-/// [`TokioExecutor`]), spawns the task that drives the connection on the
+/// [`BoxedExecutor`]), spawns the task that drives the connection on the
 /// current tokio runtime, and resolves to the connection once the server has
 /// sent its preface, so a peer that accepts TCP but never speaks HTTP/2
 /// fails the attempt (under `Reconnect`, by the connect timeout) instead of
@@ -220,17 +221,17 @@ impl<B, C> Http2Connector<B, C> {
     /// ```
     /// use http_body_util::Empty;
     /// use hyper::{body::Bytes, client::conn::http2};
-    /// use hyper_util::rt::TokioExecutor;
-    /// use redial::http::Http2Connector;
+    /// use redial::http::{BoxedExecutor, Http2Connector};
     ///
-    /// let mut settings = http2::Builder::new(TokioExecutor::new());
+    /// let mut settings = http2::Builder::new(BoxedExecutor::new());
     /// settings.initial_stream_window_size(1 << 20);
     /// let connector = Http2Connector::<Empty<Bytes>>::new().hyper_builder(settings);
     /// # let _ = connector;
     /// ```
     ///
-    /// Default is `http2::Builder::new(TokioExecutor::new())`.
-    pub fn hyper_builder(mut self, builder: http2::Builder<TokioExecutor>) -> Self {
+    /// Default is `http2::Builder::new(BoxedExecutor::new())`: hyper's
+    /// tasks run on tokio, each boxed first (see [`BoxedExecutor`]).
+    pub fn hyper_builder(mut self, builder: http2::Builder<BoxedExecutor>) -> Self {
         self.builder.set_hyper(builder);
         self
     }

@@ -5,13 +5,13 @@ use hyper::{
     client::conn::{http1, http2},
     rt::{Read, Write},
 };
-use hyper_util::rt::TokioExecutor;
 use tokio::runtime::Handle;
 use tower::BoxError;
 
 use super::{
     close::CloseSignal,
     connection::{ConnectionClosed, Http1Connection, Http2Connection},
+    executor::BoxedExecutor,
     origin::Origin,
     ping::Pings,
     preface::Preface,
@@ -63,19 +63,19 @@ where
 /// connection (the interval may have grown since the last one).
 #[derive(Clone, Debug)]
 pub(crate) struct Http2Settings {
-    hyper: http2::Builder<TokioExecutor>,
+    hyper: http2::Builder<BoxedExecutor>,
     pings: Option<Pings>,
 }
 
 impl Http2Settings {
     pub(crate) fn new() -> Self {
         Self {
-            hyper: http2::Builder::new(TokioExecutor::new()),
+            hyper: http2::Builder::new(BoxedExecutor::new()),
             pings: None,
         }
     }
 
-    pub(crate) fn set_hyper(&mut self, builder: http2::Builder<TokioExecutor>) {
+    pub(crate) fn set_hyper(&mut self, builder: http2::Builder<BoxedExecutor>) {
         self.hyper = builder;
     }
 

@@ -244,6 +244,7 @@ mod close;
 mod connect;
 mod connection;
 mod connector;
+mod executor;
 mod handshake;
 mod keepalive;
 mod origin;
@@ -261,6 +262,7 @@ pub use self::{
     connect::ConnectFuture,
     connection::{ConnectionClosed, Http1Connection, Http2Connection, ResponseFuture},
     connector::{Http1Connector, Http2Connector},
+    executor::BoxedExecutor,
     scheme::SchemeMismatch,
 };
 

@@ -9,7 +9,9 @@ use std::{
 };
 
 use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
+
+use super::executor::BoxedExecutor;
 
 /// HTTP/2 keep-alive pings: how long an answer may take, and the interval
 /// the next connection pings at, shared by every clone of the connector and
@@ -41,7 +43,7 @@ impl Pings {
 
     /// Sets `builder` up for one connection, with the current interval,
     /// and returns that interval.
-    pub(crate) fn apply(&self, builder: &mut http2::Builder<TokioExecutor>) -> Duration {
+    pub(crate) fn apply(&self, builder: &mut http2::Builder<BoxedExecutor>) -> Duration {
         let interval = self.interval();
         builder
             .timer(TokioTimer::new())
