@@ -13,7 +13,7 @@ use std::{
 use pin_project_lite::pin_project;
 use tower::BoxError;
 
-use crate::classify::Report;
+use crate::{classify::Report, state::InFlight};
 
 pin_project! {
     /// The response future of [`Reconnect`](crate::Reconnect): the inner
@@ -31,6 +31,9 @@ pin_project! {
             #[pin]
             fut: F,
             report: Option<Report>,
+            // With an idle timeout: counts the request in flight until the
+            // response resolves or the future is dropped.
+            in_flight: Option<InFlight>,
         },
         Failed {
             error: Option<BoxError>,
@@ -39,9 +42,13 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(fut: F, report: Option<Report>) -> Self {
+    pub(crate) fn new(fut: F, report: Option<Report>, in_flight: Option<InFlight>) -> Self {
         Self {
-            kind: Kind::Inner { fut, report },
+            kind: Kind::Inner {
+                fut,
+                report,
+                in_flight,
+            },
         }
     }
 
@@ -63,13 +70,22 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Inner { fut, report } => Poll::Ready(ready!(fut.poll(cx)).map_err(|e| {
-                let e = e.into();
-                if let Some(report) = report {
-                    report.error(&*e);
-                }
-                e
-            })),
+            KindProj::Inner {
+                fut,
+                report,
+                in_flight,
+            } => {
+                let result = ready!(fut.poll(cx));
+                // Done: no longer in flight, even if the future is kept.
+                drop(in_flight.take());
+                Poll::Ready(result.map_err(|e| {
+                    let e = e.into();
+                    if let Some(report) = report {
+                        report.error(&*e);
+                    }
+                    e
+                }))
+            }
             KindProj::Failed { error } => Poll::Ready(Err(error
                 .take()
                 .expect("ResponseFuture polled after completion"))),

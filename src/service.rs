@@ -137,6 +137,25 @@ where
     pub fn target(&self) -> &T {
         &self.target
     }
+
+    /// For the `Shared` task, which polls with no request in hand: after an
+    /// idle close `poll_ready` waits for [`resume`](Self::resume) rather
+    /// than dialling, and the wait timeout is the handle's to apply, per
+    /// request (returned).
+    pub(crate) fn run_by_task(&mut self) -> Option<std::time::Duration> {
+        self.machine.run_by_task()
+    }
+
+    /// Idle after an idle close (or a loss while idle), until a request
+    /// comes.
+    pub(crate) fn is_dormant(&self) -> bool {
+        self.machine.is_dormant()
+    }
+
+    /// A request has come: the next `poll_ready` may connect.
+    pub(crate) fn resume(&mut self) {
+        self.machine.resume();
+    }
 }
 
 impl<M, T, S, Req> Service<Req> for Reconnect<M, T>

@@ -8,7 +8,7 @@ use std::{
 use pin_project_lite::pin_project;
 use tower::BoxError;
 
-use super::message::Rx;
+use super::{message::Rx, wait::Wait};
 use crate::error::Closed;
 
 pin_project! {
@@ -17,6 +17,8 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
+        // With a wait timeout, while queued.
+        wait: Option<Pin<Box<Wait>>>,
     }
 }
 
@@ -30,15 +32,17 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(rx: Rx<F>) -> Self {
+    pub(crate) fn new(rx: Rx<F>, wait: Option<Pin<Box<Wait>>>) -> Self {
         Self {
             state: State::Queued { rx },
+            wait,
         }
     }
 
     pub(crate) fn failed(error: BoxError) -> Self {
         Self {
             state: State::Failed { error: Some(error) },
+            wait: None,
         }
     }
 }
@@ -51,11 +55,12 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
+        let this = self.project();
+        let mut state = this.state;
         loop {
             match state.as_mut().project() {
                 StateProj::Sent { fut } => return fut.poll(cx).map_err(Into::into),
-                StateProj::Queued { rx } => match ready!(Pin::new(rx).poll(cx)) {
+                StateProj::Queued { rx } => match ready!(Wait::poll_answer(this.wait, rx, cx)) {
                     // Sent: the response future is polled in this same poll.
                     Ok(Ok(fut)) => state.set(State::Sent { fut }),
                     Ok(Err(error)) => return Poll::Ready(Err(error)),

@@ -9,6 +9,7 @@ mod layer;
 mod message;
 mod queue;
 mod signal;
+mod wait;
 mod worker;
 
 pub use self::{future::ResponseFuture, layer::SharedLayer};
@@ -17,6 +18,7 @@ use std::{
     fmt,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use tokio::sync::{mpsc, oneshot};
@@ -26,6 +28,7 @@ use self::{
     message::Message,
     queue::QueueTx,
     signal::{CLOSE, MARK_DISCONNECTED, RESET_BACKOFF},
+    wait::Wait,
     worker::{Handle, Worker},
 };
 use crate::{error::NotReady, ConnectionWatch, Reconnect};
@@ -124,6 +127,8 @@ pub struct Shared<Req, F> {
 struct Closer<M> {
     handle: Arc<Handle>,
     tx: mpsc::Sender<M>,
+    /// How long a request may wait in the queue (`wait_timeout`).
+    wait_timeout: Option<Duration>,
 }
 
 impl<M> Drop for Closer<M> {
@@ -180,7 +185,7 @@ where
     F: Send + 'static,
 {
     #[track_caller]
-    fn start<M, T>(service: Reconnect<M, T>, bound: usize, eager: bool) -> Self
+    fn start<M, T>(mut service: Reconnect<M, T>, bound: usize, eager: bool) -> Self
     where
         M: Service<T>,
         Reconnect<M, T>: Service<Req, Error = BoxError, Future = F> + Send + 'static,
@@ -192,11 +197,16 @@ where
         let (tx, rx) = mpsc::channel(bound);
         let handle = Arc::new(Handle::default());
         let watch = service.watch();
+        let wait_timeout = service.run_by_task();
         let worker = Worker::new(service, rx, eager, handle.clone());
         tokio::spawn(worker.run());
         Self {
             tx: QueueTx::new(tx.clone()),
-            closer: Arc::new(Closer { handle, tx }),
+            closer: Arc::new(Closer {
+                handle,
+                tx,
+                wait_timeout,
+            }),
             watch,
         }
     }
@@ -276,8 +286,21 @@ where
         }
         let (tx, rx) = oneshot::channel();
         let span = tracing::Span::current();
-        match self.tx.send(Message { request, tx, span }) {
-            Ok(()) => ResponseFuture::new(rx),
+        let (wait, claim) = match self.closer.wait_timeout {
+            Some(limit) => {
+                let (wait, claim) = Wait::new(limit, self.watch.clone());
+                (Some(wait), Some(claim))
+            }
+            None => (None, None),
+        };
+        let message = Message {
+            request,
+            tx,
+            span,
+            claim,
+        };
+        match self.tx.send(message) {
+            Ok(()) => ResponseFuture::new(rx, wait),
             Err(_) => ResponseFuture::failed(self.handle().closed_error()),
         }
     }

@@ -151,27 +151,39 @@ where
     if signals & RESET_BACKOFF != 0 {
         service.reset_backoff();
     }
-    if !inbox.started {
-        // Lazy: wait for the first request before connecting.
-        match ready!(inbox.rx.poll_recv(cx)) {
-            Some(msg) => inbox.held = Some(msg),
-            None => return Poll::Ready(Closed::new(None)),
-        }
-        inbox.started = true;
-    }
     loop {
+        if service.is_dormant() {
+            // Closed for idleness: as a lazy task, wait for a request
+            // before dialling again.
+            inbox.started = false;
+        }
+        if !inbox.started {
+            // Lazy: wait for the first request before connecting.
+            if inbox.held.is_none() {
+                match ready!(inbox.rx.poll_recv(cx)) {
+                    Some(msg) => inbox.held = Some(msg),
+                    None => return Poll::Ready(Closed::new(None)),
+                }
+            }
+            inbox.started = true;
+            service.resume();
+        }
         // Polled whether or not a request waits: this is what connects
-        // eagerly, runs the retry timer, and notices an idle connection
-        // closing (the connection's `poll_ready` holds our waker).
-        if let Err(error) = ready!(service.poll_ready(cx)) {
-            return Poll::Ready(Closed::new(Some(Arc::from(error))));
+        // eagerly, runs the retry and idle timers, and notices an idle
+        // connection closing (the connection's `poll_ready` holds our waker).
+        match service.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(error)) => return Poll::Ready(Closed::new(Some(Arc::from(error)))),
+            Poll::Pending if service.is_dormant() => continue,
+            Poll::Pending => return Poll::Pending,
         }
         let Some(msg) = ready!(inbox.poll_next_msg(cx)) else {
             // Every handle is gone.
             return Poll::Ready(Closed::new(None));
         };
-        if msg.tx.is_closed() {
-            // The caller gave up: the request is never sent.
+        if msg.tx.is_closed() || !msg.claim.as_ref().is_none_or(|claim| claim.take()) {
+            // The caller gave up, or its wait ran out: the request is never
+            // sent.
             continue;
         }
         let _span = msg.span.enter();

@@ -8,6 +8,7 @@
 //! watch, the counters and the log together. `docs/design.md` draws the
 //! states and their transitions.
 
+mod activity;
 mod timer;
 mod transition;
 
@@ -24,7 +25,8 @@ use tokio::time::Instant;
 use tower::{BoxError, Service};
 use tracing::{instrument::Instrumented, Instrument};
 
-use self::timer::Timer;
+pub(crate) use self::activity::InFlight;
+use self::{activity::Activity, timer::Timer};
 use crate::{
     backoff::Delays,
     classify::Detector,
@@ -35,7 +37,8 @@ use crate::{
 };
 
 enum State<F, S> {
-    /// No connection, no attempt: before the first demand.
+    /// No connection, no attempt: before the first demand, or after an idle
+    /// close until the next.
     Idle,
     /// An attempt is running, bounded by the deadline in the timer: the
     /// make future, or `None` while the make service is not ready yet. The
@@ -80,6 +83,26 @@ pub(crate) struct Machine<F, S> {
     warned: bool,
     /// `poll_ready` returned `Ready(Ok)` and no `call` has used it yet.
     ready: bool,
+    /// That `Ready(Ok)` ended a wait that ran out (`wait_timeout`): the
+    /// `call` fails with `Unavailable`, saying so.
+    waited: bool,
+    /// Neither a classifier nor an idle timeout: a connected `poll_ready`
+    /// can take the steady path.
+    steady: bool,
+    /// Idle because the connection was closed for idleness (or lost while
+    /// idle): a request reopens it. Cleared when an attempt starts.
+    dormant: bool,
+    /// A task polls this machine with no request in hand (the `Shared`
+    /// worker): while dormant, `poll_ready` is `Pending` instead of
+    /// dialling again, until the task has a request and calls `resume`.
+    parks: bool,
+    /// With an idle timeout, while connected: the requests in flight on the
+    /// connection, and when the last one ended.
+    activity: Option<Arc<Activity>>,
+    /// A caller's wait for a connection, with a wait timeout: armed at the
+    /// first `Pending` of the wait. Not the main timer, which the wait
+    /// outlives (it spans attempts and retries, each with its own deadline).
+    wait: Timer,
     detector: Option<Arc<Detector>>,
     /// Counts connections, so a late fatal error from an old one is ignored.
     generation: u64,
@@ -97,12 +120,18 @@ impl<F, S> Machine<F, S> {
             delays: config.backoff.iter(),
             proof_of_life: config.backoff.proof_of_life(),
             detector: config.classifier.clone().map(Detector::new),
+            steady: config.classifier.is_none() && config.idle_timeout.is_none(),
             config,
             attempt_start: now,
             connected_at: now,
             outage: false,
             warned: false,
             ready: false,
+            waited: false,
+            dormant: false,
+            parks: false,
+            activity: None,
+            wait: Timer::new(),
             generation: 0,
             publisher: Publisher::new(),
         }
@@ -134,16 +163,48 @@ impl<F, S> Machine<F, S> {
     /// | state | answer |
     /// |---|---|
     /// | connected | the connection's own (polled by the caller) |
-    /// | first attempt, or the reconnect after a proven loss | `Pending` |
+    /// | first attempt, or the reconnect after a proven loss or an idle close | `Pending`; with a wait timeout, `Ready(Ok)` once the wait ran out: `call` fails with `Unavailable` |
     /// | outage (attempt running or retry waiting), fail fast | `Ready(Ok)`: `call` fails with `Unavailable` |
-    /// | outage, wait for ready | `Pending` |
+    /// | outage, wait for ready | as the second row |
     /// | closed | `Err(GaveUp)` |
-    fn readiness(&mut self) -> Poll<Result<(), BoxError>> {
+    fn readiness(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.waited = false;
         match &self.state {
-            State::Closed { error } => Poll::Ready(Err(error.clone().into())),
-            _ if self.outage && !self.config.wait_for_ready => self.ready(),
-            _ => Poll::Pending,
+            State::Closed { error } => {
+                self.wait.disarm();
+                Poll::Ready(Err(error.clone().into()))
+            }
+            _ if self.outage && !self.config.wait_for_ready => {
+                self.wait.disarm();
+                self.ready()
+            }
+            _ => self.poll_wait(cx),
         }
+    }
+
+    /// A caller waits for a connection: `Pending`, or, once the wait timeout
+    /// has run since the wait's first `Pending`, `Ready(Ok)` for a `call`
+    /// that fails with `Unavailable`.
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let Some(limit) = self.config.wait_timeout else {
+            return Poll::Pending;
+        };
+        let now = Instant::now();
+        let until = match self.wait.armed_at() {
+            Some(until) => until,
+            None => {
+                self.wait.deadline(now + limit);
+                now + limit
+            }
+        };
+        // By the clock too, as the retry time is: a deadline the timer has
+        // not fired yet still counts.
+        if now < until && self.wait.poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.wait.disarm();
+        self.waited = true;
+        self.ready()
     }
 
     /// `poll_ready`'s `Ready(Ok)`: the next `call` may go ahead.
@@ -168,7 +229,11 @@ impl<F, S> Machine<F, S> {
 
     fn unavailable(&self, retry_at: Option<Instant>) -> Unavailable {
         let state = self.published();
-        Unavailable::new(state.last_error.clone(), state.attempt, retry_at)
+        let error = Unavailable::new(state.last_error.clone(), state.attempt, retry_at);
+        match self.config.wait_timeout.filter(|_| self.waited) {
+            Some(waited) => error.after_waiting(waited),
+            None => error,
+        }
     }
 
     /// Sends `req` on the connection if the last `poll_ready` allowed it;
@@ -180,16 +245,21 @@ impl<F, S> Machine<F, S> {
         match (std::mem::take(&mut self.ready), &mut self.state) {
             (true, State::Connected { svc }) => {
                 let report = self.detector.as_ref().map(|d| d.report(self.generation));
-                ResponseFuture::new(svc.call(req), report)
+                let in_flight = self.activity.as_ref().map(InFlight::new);
+                ResponseFuture::new(svc.call(req), report, in_flight)
             }
-            (ready, _) => ResponseFuture::failed(self.refusal(ready)),
+            (ready, _) => {
+                let error = self.refusal(ready);
+                self.waited = false;
+                ResponseFuture::failed(error)
+            }
         }
     }
 
-    /// The steady path, small enough to inline: when connected and no
-    /// classifier needs checking, the connection's readiness (a failure
-    /// goes through [`lost`](Self::lost)); otherwise `None`, and the
-    /// caller goes on to [`poll_slow`](Self::poll_slow).
+    /// The steady path, small enough to inline: when connected and neither
+    /// a classifier nor an idle timeout needs checking, the connection's
+    /// readiness (a failure goes through [`lost`](Self::lost)); otherwise
+    /// `None`, and the caller goes on to [`poll_slow`](Self::poll_slow).
     #[inline]
     pub(crate) fn poll_steady<Req>(
         &mut self,
@@ -199,7 +269,7 @@ impl<F, S> Machine<F, S> {
         S: Service<Req>,
         S::Error: Into<BoxError>,
     {
-        let (State::Connected { svc }, None) = (&mut self.state, &self.detector) else {
+        let (State::Connected { svc }, true) = (&mut self.state, self.steady) else {
             return None;
         };
         match svc.poll_ready(cx) {
@@ -213,8 +283,14 @@ impl<F, S> Machine<F, S> {
     }
 
     /// Connecting, waiting, reconnecting, and a connection whose response
-    /// errors are classified: makes every transition that is due, then
-    /// answers by the [readiness policy](Self::readiness).
+    /// errors are classified or whose idleness is timed: makes every
+    /// transition that is due, then answers by the
+    /// [readiness policy](Self::readiness).
+    ///
+    /// A connection that goes dormant here (closed for idleness, or lost
+    /// while idle) is dialled again in the same call, for the request that
+    /// polls; unless the machine [parks](Self::parks), and the task that
+    /// drives it waits for a request first.
     #[inline(never)]
     pub(crate) fn poll_slow<M, T, Req>(
         &mut self,
@@ -238,6 +314,13 @@ impl<F, S> Machine<F, S> {
             }
         }
         loop {
+            if self.parks && self.is_dormant() {
+                return Poll::Pending;
+            }
+            if self.idle_expired(cx) {
+                self.idle_close();
+                continue;
+            }
             match &mut self.state {
                 State::Connected { svc } => match svc.poll_ready(cx) {
                     Poll::Ready(Ok(())) => return self.ready(),
@@ -250,7 +333,7 @@ impl<F, S> Machine<F, S> {
                         Poll::Ready(Ok(svc)) => self.connected(svc),
                         Poll::Ready(Err(e)) => self.attempt_failed(cause(e)),
                         Poll::Pending if self.timer.poll(cx).is_pending() => {
-                            return self.readiness()
+                            return self.readiness(cx)
                         }
                         Poll::Pending => {
                             let timeout = ConnectTimeout::new(self.config.connect_timeout);
@@ -264,12 +347,62 @@ impl<F, S> Machine<F, S> {
                     if Instant::now() >= *retry_at || self.timer.poll(cx).is_ready() {
                         self.start_attempt();
                     } else {
-                        return self.readiness();
+                        return self.readiness(cx);
                     }
                 }
-                State::Closed { .. } => return self.readiness(),
+                State::Closed { .. } => return self.readiness(cx),
             }
         }
+    }
+
+    /// With an idle timeout, while connected: whether the connection has
+    /// been idle for the timeout (by the clock, or by the timer). If not,
+    /// the timer is left armed to check back: at the idle deadline, or,
+    /// while requests are in flight, a timeout from now (a request that
+    /// ends does not wake the machine, so the timer comes back to see).
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let (Some(activity), Some(limit)) = (&self.activity, self.config.idle_timeout) else {
+            return false;
+        };
+        if !matches!(self.state, State::Connected { .. }) {
+            return false;
+        }
+        let Some(idle_since) = activity.idle_since() else {
+            if self.timer.poll(cx).is_ready() {
+                self.timer.deadline(Instant::now() + limit);
+                let _ = self.timer.poll(cx);
+            }
+            return false;
+        };
+        let idle_at = idle_since + limit;
+        if Instant::now() >= idle_at {
+            return true;
+        }
+        if self.timer.armed_at() != Some(idle_at) {
+            self.timer.deadline(idle_at);
+        }
+        // Registers this task: nothing else wakes it at the deadline.
+        self.timer.poll(cx).is_ready()
+    }
+
+    /// Whether the machine sits idle after an idle close, or a loss while
+    /// idle, waiting for a request to connect again.
+    pub(crate) fn is_dormant(&self) -> bool {
+        self.dormant && matches!(self.state, State::Idle)
+    }
+
+    /// A request has come for a dormant machine: the next `poll_ready`
+    /// connects.
+    pub(crate) fn resume(&mut self) {
+        self.dormant = false;
+    }
+
+    /// Makes the machine [park](Self::parks) and hands over its wait
+    /// timeout, for a task that drives it with no request in hand and times
+    /// each request's wait itself.
+    pub(crate) fn run_by_task(&mut self) -> Option<Duration> {
+        self.parks = true;
+        self.config.wait_timeout.take()
     }
 }
 
