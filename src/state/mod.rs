@@ -92,6 +92,9 @@ pub(crate) struct Machine<F, S> {
     /// Idle because the connection was closed for idleness (or lost while
     /// idle): a request reopens it. Cleared when an attempt starts.
     dormant: bool,
+    /// The last connection ended in an idle close: making the next one is
+    /// routine, logged as a first connection is.
+    idle_closed: bool,
     /// A task polls this machine with no request in hand (the `Shared`
     /// worker): while dormant, `poll_ready` is `Pending` instead of
     /// dialling again, until the task has a request and calls `resume`.
@@ -129,6 +132,7 @@ impl<F, S> Machine<F, S> {
             ready: false,
             waited: false,
             dormant: false,
+            idle_closed: false,
             parks: false,
             activity: None,
             wait: Timer::new(),

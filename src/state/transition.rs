@@ -41,7 +41,9 @@ impl<F, S> Machine<F, S> {
     pub(super) fn connected(&mut self, svc: S) {
         self.connected_at = Instant::now();
         let attempt = self.published().attempt;
-        if self.generation > 0 || self.outage {
+        // After an idle close the new connection is routine, as the first.
+        let routine = std::mem::take(&mut self.idle_closed);
+        if (self.generation > 0 && !routine) || self.outage {
             tracing::info!(name = self.name(), attempt, "reconnected");
         } else {
             tracing::debug!(name = self.name(), attempt, "connected");
@@ -169,6 +171,7 @@ impl<F, S> Machine<F, S> {
         self.state = State::Idle;
         self.activity = None;
         self.dormant = true;
+        self.idle_closed = true;
         self.timer.disarm();
         self.warned = false;
         self.delays = self.config.backoff.iter();
