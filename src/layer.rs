@@ -226,10 +226,12 @@ impl<T> ReconnectLayer<T> {
     /// (it waits for the attempt, never fails because of the close).
     ///
     /// - **In flight** means from `call` until the response future resolves
-    ///   or is dropped (for HTTP, until the response head arrives). The idle
-    ///   clock starts when the connection is made and again whenever the
-    ///   last request in flight ends. A connection with a response pending is
-    ///   never closed for idleness, however long the response takes.
+    ///   or is dropped. For HTTP that is until the response head arrives: a
+    ///   body still streaming after that is not counted, so set the timeout
+    ///   above the longest body you expect. The idle clock starts when the
+    ///   connection is made and again whenever the last request in flight
+    ///   ends. A connection with a response pending is never closed for
+    ///   idleness, however long the response takes.
     /// - **The deadline** is the moment the connection has been idle for
     ///   `timeout`. A request that comes at or after it does not get the old
     ///   connection: the connection is closed and the request waits for a
@@ -250,13 +252,14 @@ impl<T> ReconnectLayer<T> {
     ///   with a request in flight, or before it proved itself, is handled as
     ///   without this setting.
     /// - **Who closes it.** A `Shared` handle's task closes it on time (its
-    ///   timer wakes it), and after that behaves as a
-    ///   [`spawn_lazy`](crate::Reconnect::spawn_lazy) one until the next
-    ///   request. A plain [`Reconnect`](crate::Reconnect) acts when polled:
-    ///   its timer wakes the task that last polled `poll_ready`, and if that
-    ///   task does not poll again (a `Buffer` polls only with a request in
-    ///   hand), the next `poll_ready` closes the stale connection and
-    ///   connects anew.
+    ///   timer wakes it), and after that waits for a request, as a
+    ///   [`spawn_lazy`](crate::Reconnect::spawn_lazy) handle does. A plain
+    ///   [`Reconnect`](crate::Reconnect) acts only in `poll_ready`, which
+    ///   means a request wants to go: the first `poll_ready` at or after the
+    ///   deadline closes the stale connection and connects anew in the same
+    ///   call. Its timer wakes the task that polled it last at the deadline;
+    ///   a task that polls it with no request in hand would reconnect at
+    ///   once, so for that use `Shared`, which waits for a request.
     ///
     /// Set it below the server's own idle timeout, so that redial closes
     /// first and never sends on a connection the server is closing.

@@ -54,9 +54,22 @@ use crate::{error::NotReady, ConnectionWatch, Reconnect};
 /// [`Unavailable`](crate::error::Unavailable), or, with
 /// `wait_for_ready(true)`, waits there until the connection is back. Every
 /// waiting request is served when the connection comes up, however many
-/// clones queued them. Calling `call` without a `Ready(Ok)` from
+/// clones queued them. With a
+/// [`wait_timeout`](crate::ReconnectLayer::wait_timeout), a request that
+/// has been in the queue that long fails with `Unavailable` instead, and the
+/// task drops it unsent. Calling `call` without a `Ready(Ok)` from
 /// `poll_ready` first returns [`NotReady`] instead
 /// of panicking.
+///
+/// # Idle connections
+///
+/// With an [`idle_timeout`](crate::ReconnectLayer::idle_timeout), the task
+/// closes the connection once nothing has been in flight for that long, on
+/// time (its timer wakes it), and then waits for a request before it dials
+/// again, as a [`spawn_lazy`](Reconnect::spawn_lazy) handle does: an idle
+/// handle holds no connection and makes no attempt. A healthy connection
+/// the server closes while nothing is in flight leaves it idle in the same
+/// way, unless a request is queued, which reconnects it at once.
 ///
 /// # Why not `Buffer<Reconnect>`
 ///
