@@ -13,7 +13,7 @@ use std::{
 use pin_project_lite::pin_project;
 use tower::BoxError;
 
-use crate::{classify::Report, state::InFlight};
+use crate::state::InFlight;
 
 pin_project! {
     /// The response future of [`Reconnect`](crate::Reconnect): the inner
@@ -30,9 +30,8 @@ pin_project! {
         Inner {
             #[pin]
             fut: F,
-            report: Option<Report>,
-            // With an idle timeout: counts the request in flight until the
-            // response resolves or the future is dropped.
+            // With a classifier or an idle timeout: the request in flight,
+            // and the report of a fatal error.
             in_flight: Option<InFlight>,
         },
         Failed {
@@ -42,13 +41,9 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(fut: F, report: Option<Report>, in_flight: Option<InFlight>) -> Self {
+    pub(crate) fn new(fut: F, in_flight: Option<InFlight>) -> Self {
         Self {
-            kind: Kind::Inner {
-                fut,
-                report,
-                in_flight,
-            },
+            kind: Kind::Inner { fut, in_flight },
         }
     }
 
@@ -70,21 +65,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Inner {
-                fut,
-                report,
-                in_flight,
-            } => {
-                let result = ready!(fut.poll(cx));
-                // Done: no longer in flight, even if the future is kept.
-                drop(in_flight.take());
-                Poll::Ready(result.map_err(|e| {
-                    let e = e.into();
-                    if let Some(report) = report {
-                        report.error(&*e);
-                    }
-                    e
-                }))
+            KindProj::Inner { fut, in_flight } => {
+                let result = ready!(fut.poll(cx)).map_err(Into::into);
+                if in_flight.is_some() {
+                    InFlight::done(in_flight, result.as_ref().err());
+                }
+                Poll::Ready(result)
             }
             KindProj::Failed { error } => Poll::Ready(Err(error
                 .take()

@@ -257,8 +257,8 @@ impl<T> ReconnectLayer<T> {
     ///   [`Reconnect`](crate::Reconnect) acts only in `poll_ready`, which
     ///   means a request wants to go: the first `poll_ready` at or after the
     ///   deadline closes the stale connection and connects anew in the same
-    ///   call. Its timer wakes the task that polled it last at the deadline;
-    ///   a task that polls it with no request in hand would reconnect at
+    ///   call. Its timer wakes the task that drives it at the deadline; a
+    ///   task that polls it with no request in hand would reconnect at
     ///   once, so for that use `Shared`, which waits for a request.
     ///
     /// Set it below the server's own idle timeout, so that redial closes
@@ -273,9 +273,9 @@ impl<T> ReconnectLayer<T> {
     /// # let _ = layer;
     /// ```
     ///
-    /// It costs a request a reference count taken and given back, no
-    /// allocation, and `poll_ready` a clock read while nothing is in flight;
-    /// without it, nothing.
+    /// It costs a request a reference count taken and given back and a
+    /// clock read when it ends, and `poll_ready` a clock read; no
+    /// allocation. Without it, nothing.
     ///
     /// Must be greater than zero. Default is none: a connection stays open
     /// however long it is idle.

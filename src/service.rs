@@ -43,7 +43,7 @@ use crate::{future::ResponseFuture, layer::Config, state::Machine, watch::Connec
 /// [`idle_closes`](crate::ConnectionState::idle_closes)) and, since a
 /// request is asking, starts a new attempt at once: `Pending`, in phase
 /// `Connecting`, as for the first request. A `Reconnect` acts only when
-/// polled: its timer wakes the task that polled it last at the deadline.
+/// polled: its timer wakes the task that drives it at the deadline.
 /// To have the connection closed on time and stay closed until a request
 /// comes, use the [`Shared`](crate::Shared) handle.
 ///

@@ -35,18 +35,20 @@ async fn settle() {
 
 // ===== Reconnect =====
 
-/// The timer wakes the task that polled last at exactly the idle deadline;
-/// its next poll closes the connection (an idle close, not a disconnect)
-/// and connects anew, as a first request does.
+/// The timer wakes the task driving the service at exactly the idle
+/// deadline; its next poll closes the connection (an idle close, not a
+/// disconnect) and connects anew, as a first request does.
 #[tokio::test(start_paused = true)]
 async fn reconnect_closes_at_the_idle_deadline_and_the_next_poll_connects_anew() {
     let make = Make::new();
     make.push([Dial::Connect, Dial::ConnectAfter(Duration::from_millis(50))]);
     let mut svc = layer().layer(make.clone());
     let watch = svc.watch();
-    assert_eq!(svc.ready().await.unwrap().call(1).await.unwrap(), 2);
 
     let mut owner = task::spawn(());
+    assert_ready_ok!(owner.enter(|cx, _| svc.poll_ready(cx)));
+    let mut response = task::spawn(svc.call(1));
+    assert_eq!(assert_ready_ok!(response.poll()), 2);
     assert_ready_ok!(owner.enter(|cx, _| svc.poll_ready(cx)));
     advance_ms(IDLE_MS - 1).await;
     assert!(!owner.is_woken(), "woken before the deadline");

@@ -99,8 +99,9 @@ pub(crate) struct Machine<F, S> {
     /// worker): while dormant, `poll_ready` is `Pending` instead of
     /// dialling again, until the task has a request and calls `resume`.
     parks: bool,
-    /// With an idle timeout, while connected: the requests in flight on the
-    /// connection, and when the last one ended.
+    /// With a classifier or an idle timeout, while connected: what the
+    /// response futures on the connection share with the machine (the
+    /// requests in flight, the report of a fatal error).
     activity: Option<Arc<Activity>>,
     /// A caller's wait for a connection, with a wait timeout: armed at the
     /// first `Pending` of the wait. Not the main timer, which the wait
@@ -242,15 +243,32 @@ impl<F, S> Machine<F, S> {
 
     /// Sends `req` on the connection if the last `poll_ready` allowed it;
     /// otherwise fails with the error that describes the state now.
+    #[inline]
     pub(crate) fn call<Req>(&mut self, req: Req) -> ResponseFuture<S::Future>
     where
         S: Service<Req>,
     {
         match (std::mem::take(&mut self.ready), &mut self.state) {
+            // Nothing to track, the steady path: a future the compiler sees
+            // is bare, so its drop folds away.
+            (true, State::Connected { svc }) if self.steady => {
+                ResponseFuture::new(svc.call(req), None)
+            }
+            (ready, _) => self.call_tracked(req, ready),
+        }
+    }
+
+    /// A call with a classifier's report or an idle timeout's in-flight
+    /// count to attach, or one that fails.
+    #[inline]
+    fn call_tracked<Req>(&mut self, req: Req, ready: bool) -> ResponseFuture<S::Future>
+    where
+        S: Service<Req>,
+    {
+        match (ready, &mut self.state) {
             (true, State::Connected { svc }) => {
-                let report = self.detector.as_ref().map(|d| d.report(self.generation));
                 let in_flight = self.activity.as_ref().map(InFlight::new);
-                ResponseFuture::new(svc.call(req), report, in_flight)
+                ResponseFuture::new(svc.call(req), in_flight)
             }
             (ready, _) => {
                 let error = self.refusal(ready);
@@ -318,12 +336,14 @@ impl<F, S> Machine<F, S> {
             }
         }
         loop {
-            if self.parks && self.is_dormant() {
-                return Poll::Pending;
-            }
-            if self.idle_expired(cx) {
-                self.idle_close();
-                continue;
+            if self.config.idle_timeout.is_some() {
+                if self.parks && self.is_dormant() {
+                    return Poll::Pending;
+                }
+                if self.idle_expired(cx) {
+                    self.idle_close();
+                    continue;
+                }
             }
             match &mut self.state {
                 State::Connected { svc } => match svc.poll_ready(cx) {
@@ -361,32 +381,36 @@ impl<F, S> Machine<F, S> {
 
     /// With an idle timeout, while connected: whether the connection has
     /// been idle for the timeout (by the clock, or by the timer). If not,
-    /// the timer is left armed to check back: at the idle deadline, or,
-    /// while requests are in flight, a timeout from now (a request that
-    /// ends does not wake the machine, so the timer comes back to see).
+    /// the timer is left armed to check back, no later than the idle
+    /// deadline: a request that ends does not wake the machine, so while
+    /// requests are in flight the timer comes back a timeout from now, and
+    /// when it fires before the deadline it is armed again for it. It is
+    /// reset only then, not on every request, and so it wakes the task that
+    /// polled when it was armed.
     fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        let (Some(activity), Some(limit)) = (&self.activity, self.config.idle_timeout) else {
+        let (Some(limit), Some(activity)) = (self.config.idle_timeout, &self.activity) else {
             return false;
         };
         if !matches!(self.state, State::Connected { .. }) {
             return false;
         }
-        let Some(idle_since) = activity.idle_since() else {
-            if self.timer.poll(cx).is_ready() {
-                self.timer.deadline(Instant::now() + limit);
-                let _ = self.timer.poll(cx);
+        let due = match activity.idle_since() {
+            Some(idle_since) => {
+                let idle_at = idle_since + limit;
+                if Instant::now() >= idle_at {
+                    return true;
+                }
+                idle_at
             }
-            return false;
+            None => Instant::now() + limit,
         };
-        let idle_at = idle_since + limit;
-        if Instant::now() >= idle_at {
-            return true;
+        let early_enough = self.timer.armed_at().is_some_and(|at| at <= due);
+        if !early_enough || self.timer.is_elapsed() {
+            self.timer.deadline(due);
+            // Registers this task: nothing else wakes it.
+            let _ = self.timer.poll(cx);
         }
-        if self.timer.armed_at() != Some(idle_at) {
-            self.timer.deadline(idle_at);
-        }
-        // Registers this task: nothing else wakes it at the deadline.
-        self.timer.poll(cx).is_ready()
+        false
     }
 
     /// Whether the machine sits idle after an idle close, or a loss while

@@ -49,11 +49,15 @@ impl<F, S> Machine<F, S> {
             tracing::debug!(name = self.name(), attempt, "connected");
         }
         self.generation += 1;
+        if !self.steady {
+            let report = self.detector.as_ref().map(|d| d.report(self.generation));
+            let timed = self.config.idle_timeout.is_some();
+            self.activity = Some(Activity::new(report, timed, self.connected_at));
+        }
         // Once connected, no timer fires but the idle deadline, armed by
         // the `poll_slow` loop that goes on from here.
-        match self.config.idle_timeout {
-            Some(_) => self.activity = Some(Activity::new(self.connected_at)),
-            None => self.timer.disarm(),
+        if self.config.idle_timeout.is_none() {
+            self.timer.disarm();
         }
         // Any wait for a connection is over.
         self.wait.disarm();
@@ -119,10 +123,9 @@ impl<F, S> Machine<F, S> {
         let now = Instant::now();
         let cause: Cause = Arc::new(ConnectionLost::new(source));
         let proven = now.duration_since(self.connected_at) >= self.proof_of_life;
-        let idle = self
-            .activity
-            .take()
-            .is_some_and(|activity| activity.idle_since().is_some());
+        let idle = self.activity.take().is_some_and(|activity| {
+            self.config.idle_timeout.is_some() && activity.idle_since().is_some()
+        });
         // Drop the connection now; what follows publishes the phase.
         self.state = State::Idle;
         self.publisher.update(|s| s.disconnects += 1);
