@@ -28,6 +28,8 @@
 
 #[path = "common/estimates.rs"]
 mod estimates;
+#[path = "common/interleave.rs"]
+mod interleave;
 #[path = "common/noop.rs"]
 mod noop;
 
@@ -39,6 +41,7 @@ use std::{
 
 use criterion::{criterion_group, BenchmarkId, Criterion};
 use estimates::Estimate;
+use interleave::interleave;
 use noop::make;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -121,8 +124,8 @@ fn shared(c: &mut Criterion) {
 /// Requests per handle per round of the interleaved pass.
 const ROUND: u64 = 2_000;
 
-/// The interleaved pass: round after round, a batch through each handle in
-/// turn (which goes first alternates), so that whatever the machine and the
+/// The interleaved pass (`common/interleave.rs`): round after round, a
+/// batch through each handle in turn, so that whatever the machine and the
 /// scheduler do (on two workers a caller and the worker task may share a
 /// thread for a whole run or never, which moves either handle's time by
 /// 1.5× from one run to the next) falls on both alike. Reports the medians
@@ -136,13 +139,7 @@ where
     R::Future: Send,
     R::Error: fmt::Debug,
 {
-    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and
-    // then one round checks that the pass runs.
-    let rounds = if std::env::args().any(|arg| arg == "--bench") {
-        200
-    } else {
-        1
-    };
+    let rounds = interleave::rounds(200);
     println!(
         "\nshared, interleaved: {rounds} rounds of {ROUND} requests per handle, ns per request"
     );
@@ -151,36 +148,21 @@ where
         "callers", "Buffer p50", "Shared p50", "Shared / Buffer p50", "Shared faster"
     );
     for callers in CALLERS {
-        let (mut b, mut r, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..rounds {
-            let (tb, tr) = rt.block_on(async {
-                if round % 2 == 0 {
-                    let tb = batch(buffer, callers, ROUND).await;
-                    (tb, batch(redial, callers, ROUND).await)
-                } else {
-                    let tr = batch(redial, callers, ROUND).await;
-                    (batch(buffer, callers, ROUND).await, tr)
-                }
-            });
-            let per = |t: Duration| t.as_nanos() as f64 / ROUND as f64;
-            b.push(per(tb));
-            r.push(per(tr));
-            ratio.push(per(tr) / per(tb));
-        }
-        let faster = ratio.iter().filter(|&&x| x < 1.0).count();
+        let pass = interleave(
+            rt,
+            rounds,
+            || batch(buffer, callers, ROUND),
+            || batch(redial, callers, ROUND),
+        );
+        let per = |secs: f64| secs * 1e9 / ROUND as f64;
         println!(
             "{callers:>8}  {:>12.1}  {:>12.1}  {:>21.2}×  {:>8} of {rounds}",
-            median(&mut b),
-            median(&mut r),
-            median(&mut ratio),
-            faster,
+            per(pass.median_of(|buffer, _| buffer)),
+            per(pass.median_of(|_, redial| redial)),
+            pass.median_of(|buffer, redial| redial / buffer),
+            pass.b_faster(),
         );
     }
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 criterion_group!(benches, shared);

@@ -23,6 +23,8 @@ use std::{error::Error, fmt, sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 
+pub use crate::resend::Resend;
+
 /// A cause shared between the watch, the state machine and the errors handed
 /// to callers, so one failure is allocated once however often it is reported.
 pub(crate) type Cause = Arc<dyn Error + Send + Sync + 'static>;

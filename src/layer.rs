@@ -186,7 +186,10 @@ impl<T> ReconnectLayer<T> {
     ///   queue, from `call` until the task hands it to the connection,
     ///   whatever it waits for there (a connection, or room on a busy one).
     ///   Its response future fails at `timeout` and the task drops the
-    ///   request unsent.
+    ///   request unsent. A request the connection handed back to be
+    ///   [sent again](crate::error::Resend) is still within the same wait,
+    ///   counted from `call`: queued again, it fails at `timeout` after the
+    ///   call, or at once if that has passed, and is not sent a second time.
     ///
     /// Under `tower::balance`, leave it unset: a wait that ran out makes a
     /// dead endpoint ready, and the balancer would send to it.

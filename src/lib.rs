@@ -79,9 +79,24 @@
 //! [`wait_timeout`](ReconnectLayer::wait_timeout) runs out (then `call`
 //! fails with `Unavailable`, as in fail-fast mode);
 //! `Err` only once `Closed`, and then for good. The error a `call` returns
-//! describes the state at that moment, never an earlier attempt. A request
-//! is never sent again on a new connection: reconnecting is not retrying.
+//! describes the state at that moment, never an earlier attempt.
 //! [`Reconnect`] has the full table.
+//!
+//! # Requests sent again
+//!
+//! Reconnecting is not retrying: a request goes to a connection once,
+//! except when the connection hands it back because it cannot have been
+//! processed ([`error::Resend`]): unwritten (the connection was found
+//! closed first, or the server refused it unprocessed), whatever the
+//! method, or idempotent and unanswered on a reused connection that closed
+//! before any byte of the response. The shared handle ([`Shared`]) then
+//! sends it once more, on the next connection, following the mode: it
+//! waits for the connection in wait-for-ready mode and fails fast with
+//! [`Unavailable`](error::Unavailable) otherwise. A plain [`Reconnect`]
+//! cannot (the caller holds its response future), so the caller gets the
+//! `Resend`, with the request in it. [`ConnectionState::resent`] counts
+//! them. The `http` connections follow these rules exactly; see
+//! `http::ResponseFuture` (feature `http`).
 //!
 //! # Choices worth knowing
 //!
@@ -173,6 +188,7 @@ pub mod grpc;
 pub mod http;
 mod layer;
 mod redact;
+mod resend;
 mod service;
 pub mod shared;
 mod state;

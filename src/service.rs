@@ -48,8 +48,10 @@ use crate::{future::ResponseFuture, layer::Config, state::Machine, watch::Connec
 /// comes, use the [`Shared`](crate::Shared) handle.
 ///
 /// The error `call` returns always describes the state at the moment of the
-/// call, never an earlier attempt. A request is never resent on a new
-/// connection: reconnecting is not retrying.
+/// call, never an earlier attempt. Reconnecting is not retrying: a plain
+/// `Reconnect` never sends a request twice. When the connection hands one
+/// back unsent ([`Resend`](crate::error::Resend)), the caller gets that
+/// error with the request in it; the shared handle sends it again itself.
 ///
 /// Calling `call` without a `Ready(Ok)` from `poll_ready` first returns a
 /// [`NotReady`](crate::error::NotReady) error instead of panicking.
@@ -132,6 +134,12 @@ where
     /// nothing when not connected.
     pub fn mark_disconnected(&mut self) {
         self.machine.lost(None);
+    }
+
+    /// Makes the next `call` one that sends a request a connection handed
+    /// back: counted on the watch if it reaches the connection.
+    pub(crate) fn call_again(&mut self) {
+        self.machine.call_again();
     }
 
     /// The make service.

@@ -19,7 +19,10 @@ use std::{
 };
 
 use line::{Dial, LineConn, LineServer};
-use redial::{error::Unavailable, Backoff, ConnectionWatch, Phase, Reconnect, ReconnectLayer};
+use redial::{
+    error::{Resend, Unavailable},
+    Backoff, ConnectionWatch, Phase, Reconnect, ReconnectLayer,
+};
 use support::{
     errors::find,
     net::{guard, refusing_port},
@@ -170,6 +173,29 @@ async fn connect_refused_fails_fast_without_dialling_per_request() {
 }
 
 // ===== client helpers =====
+
+/// A line the connection could not write, because the peer had closed it
+/// first, comes back with `Resend`, the line inside, for the shared handle
+/// to send on the next connection (tests/resend.rs checks that it does).
+#[tokio::test]
+async fn an_unwritten_line_is_handed_back() {
+    let mut server = start_server();
+    let stream = guard(tokio::net::TcpStream::connect(server.addr()))
+        .await
+        .unwrap();
+    let mut conn = LineConn::new(stream);
+    server.stop().await;
+    guard(poll_fn(|cx| match conn.poll_ready(cx) {
+        Poll::Ready(Err(_)) => Poll::Ready(()),
+        _ => Poll::Pending,
+    }))
+    .await;
+    let err = guard(conn.call("unsent".into())).await.unwrap_err();
+    let resend = err.downcast::<Resend<String>>().expect("handed back");
+    assert!(resend.is_unwritten());
+    assert_eq!(resend.into_request(), "unsent");
+    assert!(server.seen().is_empty());
+}
 
 fn layer(addr: SocketAddr) -> ReconnectLayer<SocketAddr> {
     ReconnectLayer::new(addr)

@@ -20,13 +20,14 @@ use std::{
     task::{Context, Poll},
 };
 
+use redial::error::Resend;
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::{TcpListener, TcpSocket, TcpStream},
     sync::{mpsc, oneshot},
     task::{JoinHandle, JoinSet},
 };
-use tower::Service;
+use tower::{BoxError, Service};
 
 // ===== Dial: the make service =====
 
@@ -63,14 +64,16 @@ impl Service<SocketAddr> for Dial {
 // ===== LineConn: the connection =====
 
 /// A line to send, and where its reply goes.
-type Request = (String, oneshot::Sender<io::Result<String>>);
+type Request = (String, oneshot::Sender<Result<String, BoxError>>);
 
 /// A client connection for a line protocol: send a line, read one back.
 ///
 /// A task spawned by `new` owns the socket. `poll_ready` fails once that
 /// task has ended (the peer closed the socket, or it failed), which is how
 /// `Reconnect` learns that the connection is gone, as it does from hyper's
-/// `SendRequest`.
+/// `SendRequest`. A line the connection could not write, because it was
+/// found closed first, is handed back with [`Resend`], and the shared
+/// handle sends it on the next connection.
 pub(crate) struct LineConn {
     requests: mpsc::UnboundedSender<Request>,
     /// The task holds the other end, and drops it when the socket closes.
@@ -88,23 +91,25 @@ impl LineConn {
 
 impl Service<String> for LineConn {
     type Response = String;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<String>> + Send>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<String, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         // The check also leaves the caller's waker for the close, so a task
         // holding an idle connection is woken when the peer goes away.
         match self.alive.poll_closed(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(closed())),
+            Poll::Ready(()) => Poll::Ready(Err(closed().into())),
             Poll::Pending => Poll::Ready(Ok(())),
         }
     }
 
     fn call(&mut self, line: String) -> Self::Future {
         let (reply, answer) = oneshot::channel();
-        // Should the task be gone, `reply` is dropped and `answer` says so.
-        let _ = self.requests.send((line, reply));
-        Box::pin(async move { answer.await.unwrap_or_else(|_| Err(closed())) })
+        if let Err(mpsc::error::SendError((line, _))) = self.requests.send((line, reply)) {
+            // The task is gone: the line was never written.
+            return Box::pin(async move { Err(Resend::unwritten(line, closed()).into()) });
+        }
+        Box::pin(async move { answer.await.unwrap_or_else(|_| Err(closed().into())) })
     }
 }
 
@@ -127,7 +132,7 @@ async fn drive(
                 };
                 match answer.await {
                     Ok(answer) => { let _ = reply.send(Ok(answer)); }
-                    Err(err) => break Some((reply, err)),
+                    Err(err) => break Some((reply, err.into())),
                 }
             }
             // The server speaks only when spoken to: EOF, an error or stray
@@ -140,6 +145,11 @@ async fn drive(
     drop(alive);
     if let Some((reply, err)) = failed {
         let _ = reply.send(Err(err));
+    }
+    // Lines queued behind it were never written: hand them back.
+    requests.close();
+    while let Ok((line, reply)) = requests.try_recv() {
+        let _ = reply.send(Err(Resend::unwritten(line, closed()).into()));
     }
 }
 

@@ -66,7 +66,11 @@ type Inner = <SharedHttp2<Body> as Service<Request<Body>>>::Future;
 /// - one cut by a lost connection fails with whatever tonic makes of
 ///   hyper's error, exactly as over tonic's `Channel`.
 ///
-/// A request is never sent twice: reconnecting is not retrying.
+/// Reconnecting is not retrying: a call is sent again only when it never
+/// left the client (gRPC's transparent retry: the connection was found
+/// closed, or going away after a `GOAWAY`, before the call was written),
+/// once, on the next connection. A call's body is a stream that cannot be
+/// sent twice, so a call that was written is never sent again.
 ///
 /// # Examples
 ///

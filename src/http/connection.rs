@@ -4,16 +4,24 @@ use std::{
     future::Future,
     pin::Pin,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use http::{Request, Response};
 use hyper::{
     body::{Body, Incoming},
-    client::conn::{http1, http2},
+    client::conn::{http1, http2, TrySendError},
 };
+use tokio::time::Instant;
 use tower::{BoxError, Service};
 
-use super::{close::CloseSignal, origin::Origin, ping::Why};
+use super::{
+    close::CloseSignal,
+    origin::Origin,
+    ping::Why,
+    replay::{self, Fate},
+};
+use crate::error::Resend;
 
 // ===== Http1Connection =====
 
@@ -187,7 +195,19 @@ struct Conn<S> {
     sender: S,
     closed: CloseSignal,
     origin: Origin,
+    /// Requests handed to this connection so far.
+    sent: u64,
+    /// When the connection was made.
+    opened: Instant,
 }
+
+/// How long a connection must have stood open before its first request for
+/// that request to count as on a reused connection: the connection was not
+/// made for it (an eager connection, or one kept from earlier), so a server
+/// may be closing it for idleness just as the request arrives, as on a
+/// connection that has served requests. A request on a connection made for
+/// it and sent at once is never sent again.
+const FRESH: Duration = Duration::from_millis(1);
 
 impl<S> Conn<S> {
     fn new(sender: S, closed: CloseSignal, origin: Origin) -> Self {
@@ -195,6 +215,8 @@ impl<S> Conn<S> {
             sender,
             closed,
             origin,
+            sent: 0,
+            opened: Instant::now(),
         }
     }
 
@@ -213,11 +235,41 @@ impl<S> Conn<S> {
             .map_err(|err| ConnectionClosed::new(Some(err)).into())
     }
 
-    fn call<B>(&mut self, req: Request<B>) -> ResponseFuture
+    /// Sends `req`, keeping a copy when a failure could let it be sent
+    /// again (see [`Resend`]): on HTTP/2, where a refused stream was not
+    /// processed whatever the method, and for an idempotent request on a
+    /// reused connection.
+    fn call<B>(&mut self, mut req: Request<B>) -> ResponseFuture
     where
         S: Sender<B>,
+        B: Body + Send + 'static,
     {
-        self.sender.send(&self.origin, req)
+        S::fill_in(&self.origin, &mut req);
+        let reused = self.sent > 0 || self.opened.elapsed() >= FRESH;
+        self.sent += 1;
+        let copy = if S::HTTP2 || (reused && replay::idempotent(&req)) {
+            replay::copy(&req)
+        } else {
+            None
+        };
+        let sent = self.sender.try_send(req);
+        ResponseFuture::new(async move {
+            let mut err = match sent.await {
+                Ok(res) => return Ok(res),
+                Err(err) => err,
+            };
+            if let Some(req) = err.take_message() {
+                return Err(Resend::unwritten(req, err.into_error()).into());
+            }
+            let err = err.into_error();
+            match (copy, Fate::of(&err)) {
+                (Some(copy), Fate::Refused) => Err(Resend::unwritten(copy, err).into()),
+                (Some(copy), Fate::Unanswered) if reused => {
+                    Err(Resend::unanswered(copy, err).into())
+                }
+                _ => Err(err.into()),
+            }
+        })
     }
 
     fn debug_struct<'a, 'b>(
@@ -239,30 +291,49 @@ impl<S> Conn<S> {
 /// from the target before hyper's sender sends it. Implemented by hyper's
 /// senders.
 trait Sender<B> {
+    const HTTP2: bool;
+
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>>;
 
-    fn send(&mut self, origin: &Origin, req: Request<B>) -> ResponseFuture;
+    /// Fills in what the protocol needs from the target.
+    fn fill_in(origin: &Origin, req: &mut Request<B>);
+
+    /// Sends `req`, or hands it back in the error if it was never written.
+    fn try_send(&mut self, req: Request<B>) -> impl Future<Output = Sent<B>> + Send + 'static;
 }
 
+/// What hyper's senders answer.
+type Sent<B> = Result<Response<Incoming>, TrySendError<Request<B>>>;
+
 impl<B: Body + Send + 'static> Sender<B> for http1::SendRequest<B> {
+    const HTTP2: bool = false;
+
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
         http1::SendRequest::poll_ready(self, cx)
     }
 
-    fn send(&mut self, origin: &Origin, mut req: Request<B>) -> ResponseFuture {
-        origin.http1(&mut req);
-        ResponseFuture::new(self.send_request(req))
+    fn fill_in(origin: &Origin, req: &mut Request<B>) {
+        origin.http1(req);
+    }
+
+    fn try_send(&mut self, req: Request<B>) -> impl Future<Output = Sent<B>> + Send + 'static {
+        self.try_send_request(req)
     }
 }
 
 impl<B: Body + Send + 'static> Sender<B> for http2::SendRequest<B> {
+    const HTTP2: bool = true;
+
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
         http2::SendRequest::poll_ready(self, cx)
     }
 
-    fn send(&mut self, origin: &Origin, mut req: Request<B>) -> ResponseFuture {
-        origin.http2(&mut req);
-        ResponseFuture::new(self.send_request(req))
+    fn fill_in(origin: &Origin, req: &mut Request<B>) {
+        origin.http2(req);
+    }
+
+    fn try_send(&mut self, req: Request<B>) -> impl Future<Output = Sent<B>> + Send + 'static {
+        self.try_send_request(req)
     }
 }
 
@@ -270,7 +341,24 @@ impl<B: Body + Send + 'static> Sender<B> for http2::SendRequest<B> {
 
 /// The response future of [`Http1Connection`] and [`Http2Connection`]:
 /// hyper's, boxed because its type has no name. It fails with the
-/// [`hyper::Error`] hyper gives, as a [`BoxError`].
+/// [`hyper::Error`] hyper gives, as a [`BoxError`], or, when the request
+/// cannot have been processed, with a [`Resend`] that hands it back with
+/// hyper's error as its source:
+///
+/// - hyper gave the request back unwritten (the connection closed before
+///   hyper took it), whatever the method;
+/// - on HTTP/2, the server refused the stream (`REFUSED_STREAM`), whatever
+///   the method, if the body can be sent twice;
+/// - the request is idempotent (GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or
+///   an `Idempotency-Key` header), the connection had been sent a request
+///   before, the body can be sent twice, and the connection closed before
+///   any response arrived (hyper's incomplete-message error, a reset
+///   socket, a `GOAWAY`).
+///
+/// A body can be sent twice when it is plain data: `http_body_util::Empty`
+/// or `Full` over [`Bytes`](hyper::body::Bytes), or a `String`. Redial's
+/// shared handle sends a handed-back request once more on the next
+/// connection; a plain `Reconnect` passes the `Resend` to its caller.
 ///
 /// # Examples
 ///
@@ -280,7 +368,7 @@ impl<B: Body + Send + 'static> Sender<B> for http2::SendRequest<B> {
 /// use http::Request;
 /// use http_body_util::Empty;
 /// use hyper::body::Bytes;
-/// use redial::http::{Http2Connector, ResponseFuture};
+/// use redial::{error::Resend, http::{Http2Connector, ResponseFuture}};
 /// use tower::{Service, ServiceExt};
 ///
 /// let mut connection = Http2Connector::new().oneshot("http://127.0.0.1:50051".parse()?).await?;
@@ -289,19 +377,20 @@ impl<B: Body + Send + 'static> Sender<B> for http2::SendRequest<B> {
 /// match pending.await {
 ///     Ok(res) => println!("{}", res.status()),
 ///     Err(err) if err.is::<hyper::Error>() => println!("hyper failed: {err}"),
+///     Err(err) if err.is::<Resend<Request<Empty<Bytes>>>>() => println!("not processed: {err}"),
 ///     Err(err) => return Err(err),
 /// }
 /// # Ok(())
 /// # }
 /// ```
 pub struct ResponseFuture {
-    inner: Pin<Box<dyn Future<Output = hyper::Result<Response<Incoming>>> + Send>>,
+    inner: Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send>>,
 }
 
 impl ResponseFuture {
     fn new<F>(fut: F) -> Self
     where
-        F: Future<Output = hyper::Result<Response<Incoming>>> + Send + 'static,
+        F: Future<Output = Result<Response<Incoming>, BoxError>> + Send + 'static,
     {
         Self {
             inner: Box::pin(fut),
@@ -313,7 +402,7 @@ impl Future for ResponseFuture {
     type Output = Result<Response<Incoming>, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx).map_err(Into::into)
+        self.inner.as_mut().poll(cx)
     }
 }
 

@@ -249,6 +249,7 @@ mod keepalive;
 mod origin;
 mod ping;
 mod preface;
+mod replay;
 mod scheme;
 #[cfg(feature = "tls")]
 mod tls;

@@ -2,23 +2,33 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{ready, Context, Poll},
 };
 
 use pin_project_lite::pin_project;
+use tokio::sync::oneshot;
 use tower::BoxError;
 
-use super::{message::Rx, wait::Wait};
-use crate::error::Closed;
+use super::{
+    message::{Message, Resender, Rx},
+    wait::Wait,
+};
+use crate::error::{Closed, Resend};
 
 pin_project! {
     /// The response future of [`Shared`](crate::Shared): waits for the
-    /// task to send the request, then for the response.
-    pub struct ResponseFuture<F> {
+    /// task to send the request, then for the response. When the
+    /// connection hands the request back ([`Resend`]), it goes back to the
+    /// task to be sent on the next connection, once.
+    pub struct ResponseFuture<Req, F> {
         #[pin]
         state: State<F>,
-        // With a wait timeout, while queued.
+        // With a wait timeout, while queued, and kept once sent: a request
+        // sent again is still bounded by it, counted from the call.
         wait: Option<Pin<Box<Wait>>>,
+        // `None` once used: a request is sent again at most once.
+        resend: Option<Arc<Resender<Req, F>>>,
     }
 }
 
@@ -31,11 +41,16 @@ pin_project! {
     }
 }
 
-impl<F> ResponseFuture<F> {
-    pub(crate) fn new(rx: Rx<F>, wait: Option<Pin<Box<Wait>>>) -> Self {
+impl<Req, F> ResponseFuture<Req, F> {
+    pub(crate) fn new(
+        rx: Rx<F>,
+        wait: Option<Pin<Box<Wait>>>,
+        resend: Arc<Resender<Req, F>>,
+    ) -> Self {
         Self {
             state: State::Queued { rx },
             wait,
+            resend: Some(resend),
         }
     }
 
@@ -43,26 +58,41 @@ impl<F> ResponseFuture<F> {
         Self {
             state: State::Failed { error: Some(error) },
             wait: None,
+            resend: None,
         }
     }
 }
 
-impl<F, T, E> Future for ResponseFuture<F>
+impl<Req, F, T, E> Future for ResponseFuture<Req, F>
 where
+    Req: Send + 'static,
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
 {
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut state = this.state;
+        let mut this = self.project();
         loop {
-            match state.as_mut().project() {
-                StateProj::Sent { fut } => return fut.poll(cx).map_err(Into::into),
+            match this.state.as_mut().project() {
+                StateProj::Sent { fut } => {
+                    let error = match ready!(fut.poll(cx)) {
+                        Ok(response) => return Poll::Ready(Ok(response)),
+                        Err(error) => error.into(),
+                    };
+                    match error.downcast::<Resend<Req>>() {
+                        Ok(resend) => match this.resend.take() {
+                            Some(tx) => this.state.set(send_again(&tx, *resend, this.wait)),
+                            // Handed back a second time: the caller gets
+                            // the connection's own error.
+                            None => return Poll::Ready(Err(resend.into_error())),
+                        },
+                        Err(error) => return Poll::Ready(Err(error)),
+                    }
+                }
                 StateProj::Queued { rx } => match ready!(Wait::poll_answer(this.wait, rx, cx)) {
                     // Sent: the response future is polled in this same poll.
-                    Ok(Ok(fut)) => state.set(State::Sent { fut }),
+                    Ok(Ok(fut)) => this.state.set(State::Sent { fut }),
                     Ok(Err(error)) => return Poll::Ready(Err(error)),
                     // The task went away without answering: it panicked or
                     // its runtime shut down. The watch shows `Closed`.
@@ -78,7 +108,39 @@ where
     }
 }
 
-impl<F> fmt::Debug for ResponseFuture<F> {
+/// Queues a handed-back request with the task, ahead of new ones. With a
+/// wait timeout, the caller's wait goes on from the call: the request gets
+/// a fresh claim under the same deadline, and if that deadline has passed
+/// it fails with `Unavailable` and is not sent again.
+#[cold]
+fn send_again<Req, F>(
+    tx: &Resender<Req, F>,
+    resend: Resend<Req>,
+    wait: &mut Option<Pin<Box<Wait>>>,
+) -> State<F> {
+    let claim = match wait.as_mut().map(|wait| wait.as_mut().renew()) {
+        Some(Ok(claim)) => Some(claim),
+        Some(Err(error)) => return State::Failed { error: Some(error) },
+        None => None,
+    };
+    let (answer, rx) = oneshot::channel();
+    let message = Message {
+        request: resend.into_request(),
+        tx: answer,
+        span: tracing::Span::current(),
+        claim,
+    };
+    match tx.send(message) {
+        Ok(()) => State::Queued { rx },
+        // The task has closed: the request was never processed, and
+        // nothing will send it now.
+        Err(_) => State::Failed {
+            error: Some(Box::new(Closed::new(None))),
+        },
+    }
+}
+
+impl<Req, F> fmt::Debug for ResponseFuture<Req, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Queued { .. } => "queued",
@@ -87,6 +149,7 @@ impl<F> fmt::Debug for ResponseFuture<F> {
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
+            .field("may_resend", &self.resend.is_some())
             .finish()
     }
 }

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use tower::{BoxError, Service};
 
 use self::{
-    message::Message,
+    message::{Message, Resender},
     queue::QueueTx,
     signal::{CLOSE, MARK_DISCONNECTED, RESET_BACKOFF},
     wait::Wait,
@@ -130,21 +130,23 @@ use crate::{error::NotReady, ConnectionWatch, Reconnect};
 /// ```
 pub struct Shared<Req, F> {
     tx: QueueTx<Message<Req, F>>,
-    closer: Arc<Closer<Message<Req, F>>>,
+    closer: Arc<Closer<Req, F>>,
     watch: ConnectionWatch,
 }
 
 /// What every clone of a [`Shared`] holds: the state shared with the
-/// worker, and a sender to clone for a new handle. When the last handle
-/// goes, the worker is told to close.
-struct Closer<M> {
+/// worker, a sender to clone for a new handle, and the sender of the
+/// task's queue of requests to send again, which each response future gets
+/// a clone of. When the last handle goes, the worker is told to close.
+struct Closer<Req, F> {
     handle: Arc<Handle>,
-    tx: mpsc::Sender<M>,
+    tx: mpsc::Sender<Message<Req, F>>,
+    resend: Arc<Resender<Req, F>>,
     /// How long a request may wait in the queue (`wait_timeout`).
     wait_timeout: Option<Duration>,
 }
 
-impl<M> Drop for Closer<M> {
+impl<Req, F> Drop for Closer<Req, F> {
     fn drop(&mut self) {
         self.handle.signal.send(CLOSE);
     }
@@ -209,15 +211,17 @@ where
         );
         let (tx, rx) = mpsc::channel(bound);
         let handle = Arc::new(Handle::default());
+        let (resend, resend_rx) = Resender::new(handle.clone());
         let watch = service.watch();
         let wait_timeout = service.run_by_task();
-        let worker = Worker::new(service, rx, eager, handle.clone());
+        let worker = Worker::new(service, rx, resend_rx, eager, handle.clone());
         tokio::spawn(worker.run());
         Self {
             tx: QueueTx::new(tx.clone()),
             closer: Arc::new(Closer {
                 handle,
                 tx,
+                resend: Arc::new(resend),
                 wait_timeout,
             }),
             watch,
@@ -276,7 +280,7 @@ where
 {
     type Response = T;
     type Error = BoxError;
-    type Future = ResponseFuture<F>;
+    type Future = ResponseFuture<Req, F>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         if self.handle().is_closed() {
@@ -313,7 +317,7 @@ where
             claim,
         };
         match self.tx.send(message) {
-            Ok(()) => ResponseFuture::new(rx, wait),
+            Ok(()) => ResponseFuture::new(rx, wait, self.closer.resend.clone()),
             Err(_) => ResponseFuture::failed(self.handle().closed_error()),
         }
     }

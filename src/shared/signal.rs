@@ -1,5 +1,6 @@
 //! How the handles ask the task to reset its backoff, drop the connection or
-//! close: bits in an atomic, and futures-util's `AtomicWaker` to wake the
+//! close, and response futures tell it of a request to send again: bits in
+//! an atomic, and futures-util's `AtomicWaker` to wake the
 //! task.
 //!
 //! A channel would do, but the task would have to poll it on every wake-up,
@@ -22,6 +23,8 @@ pub(crate) const RESET_BACKOFF: u8 = 1;
 pub(crate) const MARK_DISCONNECTED: u8 = 2;
 /// Close for good.
 pub(crate) const CLOSE: u8 = 4;
+/// A request waits in the queue of requests to send again.
+pub(crate) const RESEND: u8 = 8;
 
 /// Requests from the handles to the task, as bits.
 #[derive(Debug, Default)]

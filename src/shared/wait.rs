@@ -22,7 +22,7 @@ use std::{
 use pin_project_lite::pin_project;
 use tokio::{
     sync::oneshot::error::RecvError,
-    time::{sleep, Sleep},
+    time::{sleep, Instant, Sleep},
 };
 use tower::BoxError;
 
@@ -84,11 +84,10 @@ impl Wait {
                 rx.close();
                 Poll::Ready(Ok(Err(error)))
             }
-            // The task took it first; its answer wakes us.
-            None => {
-                *wait = None;
-                Poll::Pending
-            }
+            // The task took it first; its answer wakes us. The wait is kept:
+            // should the connection hand the request back, its deadline has
+            // passed, and it is not sent again.
+            None => Poll::Pending,
         }
     }
 
@@ -103,9 +102,27 @@ impl Wait {
         if !this.claim.take() {
             return Poll::Ready(None);
         }
-        let state = this.watch.state();
-        let error = Unavailable::new(state.last_error.clone(), state.attempt, state.retry_at)
-            .after_waiting(*this.limit);
-        Poll::Ready(Some(Box::new(error)))
+        Poll::Ready(Some(unavailable(this.watch, *this.limit)))
     }
+
+    /// For a request the connection handed back, to send again within the
+    /// same wait: a fresh claim, the task having taken the first, under the
+    /// deadline of the original call. Once that has passed, the caller's
+    /// wait is over: the error, and the request is not sent again.
+    pub(crate) fn renew(self: Pin<&mut Self>) -> Result<Claim, BoxError> {
+        let this = self.project();
+        if this.sleep.deadline() <= Instant::now() {
+            return Err(unavailable(this.watch, *this.limit));
+        }
+        *this.claim = Claim::default();
+        Ok(this.claim.clone())
+    }
+}
+
+/// The error of a request whose wait of `limit` ran out.
+fn unavailable(watch: &ConnectionWatch, limit: Duration) -> BoxError {
+    let state = watch.state();
+    let error = Unavailable::new(state.last_error.clone(), state.attempt, state.retry_at)
+        .after_waiting(limit);
+    Box::new(error)
 }

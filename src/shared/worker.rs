@@ -8,13 +8,16 @@ use tokio::sync::mpsc;
 use tower::{BoxError, Service};
 
 use super::{
-    message::Message,
-    signal::{Signal, CLOSE, MARK_DISCONNECTED, RESET_BACKOFF},
+    message::{Message, ResendRx},
+    signal::{Signal, CLOSE, MARK_DISCONNECTED, RESEND, RESET_BACKOFF},
 };
 use crate::{error::Closed, Reconnect};
 
+/// The response future of a `Reconnect<M, T>`.
+type Fut<M, T, Req> = <Reconnect<M, T> as Service<Req>>::Future;
+
 /// A queued request to a `Reconnect<M, T>`.
-type Msg<M, T, Req> = Message<Req, <Reconnect<M, T> as Service<Req>>::Future>;
+type Msg<M, T, Req> = Message<Req, Fut<M, T, Req>>;
 
 /// What the handles and the task share: whether the connection is closed
 /// and why, and the handles' requests to the task.
@@ -52,16 +55,20 @@ where
 {
     /// `None` once closed: the connection went with it.
     service: Option<Reconnect<M, T>>,
-    inbox: Inbox<Msg<M, T, Req>>,
+    inbox: Inbox<Req, Fut<M, T, Req>>,
     handle: Arc<Handle>,
 }
 
-/// The queue's receiving end.
-struct Inbox<Msg> {
-    rx: mpsc::Receiver<Msg>,
+/// The queues' receiving ends.
+struct Inbox<Req, F> {
+    rx: mpsc::Receiver<Message<Req, F>>,
+    /// Requests a connection handed back, to send again: read first, and
+    /// only after the `RESEND` signal says one is there.
+    resend: ResendRx<Req, F>,
+    resend_pending: bool,
     /// A request received before the service was ready (a lazy task's
     /// first).
-    held: Option<Msg>,
+    held: Option<Message<Req, F>>,
     /// Whether the service is driven yet: from the start when eager, from
     /// the first request when lazy.
     started: bool,
@@ -75,6 +82,7 @@ where
     pub(crate) fn new(
         service: Reconnect<M, T>,
         rx: mpsc::Receiver<Msg<M, T, Req>>,
+        resend: ResendRx<Req, Fut<M, T, Req>>,
         eager: bool,
         handle: Arc<Handle>,
     ) -> Self {
@@ -82,6 +90,8 @@ where
             service: Some(service),
             inbox: Inbox {
                 rx,
+                resend,
+                resend_pending: false,
                 held: None,
                 started: eager,
             },
@@ -110,6 +120,7 @@ where
         self.handle.set_closed(error);
         self.service = None;
         self.inbox.rx.close();
+        self.inbox.resend.close();
         if let Some(msg) = self.inbox.held.take() {
             let _ = msg.tx.send(Err(self.handle.closed_error()));
         }
@@ -119,6 +130,10 @@ where
     /// sent into a slot a handle reserved before the close, until the queue
     /// is empty and no slot is reserved; then `Ready`, and the task ends.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Closed above, so nothing more can arrive there.
+        while let Ok(msg) = self.inbox.resend.try_recv() {
+            let _ = msg.tx.send(Err(self.handle.closed_error()));
+        }
         while let Some(msg) = ready!(self.inbox.rx.poll_recv(cx)) {
             let _ = msg.tx.send(Err(self.handle.closed_error()));
         }
@@ -129,7 +144,7 @@ where
 /// Serves requests until the task must close, and says why.
 fn serve<M, T, Req>(
     service: &mut Reconnect<M, T>,
-    inbox: &mut Inbox<Msg<M, T, Req>>,
+    inbox: &mut Inbox<Req, Fut<M, T, Req>>,
     signal: &Signal,
     cx: &mut Context<'_>,
 ) -> Poll<Closed>
@@ -151,6 +166,9 @@ where
     if signals & RESET_BACKOFF != 0 {
         service.reset_backoff();
     }
+    if signals & RESEND != 0 {
+        inbox.resend_pending = true;
+    }
     loop {
         if service.is_dormant() {
             // Closed for idleness: as a lazy task, wait for a request
@@ -158,8 +176,10 @@ where
             inbox.started = false;
         }
         if !inbox.started {
-            // Lazy: wait for the first request before connecting.
-            if inbox.held.is_none() {
+            // Lazy: wait for the first request before connecting. A request
+            // a connection handed back is one too: its `RESEND` signal wakes
+            // this task, which must not wait for some other request.
+            if inbox.held.is_none() && !inbox.has_resend() {
                 match ready!(inbox.rx.poll_recv(cx)) {
                     Some(msg) => inbox.held = Some(msg),
                     None => return Poll::Ready(Closed::new(None)),
@@ -177,7 +197,7 @@ where
             Poll::Pending if service.is_dormant() => continue,
             Poll::Pending => return Poll::Pending,
         }
-        let Some(msg) = ready!(inbox.poll_next_msg(cx)) else {
+        let Some((msg, again)) = ready!(inbox.poll_next_msg(cx)) else {
             // Every handle is gone.
             return Poll::Ready(Closed::new(None));
         };
@@ -187,17 +207,37 @@ where
             continue;
         }
         let _span = msg.span.enter();
+        if again {
+            service.call_again();
+        }
         let _ = msg.tx.send(Ok(service.call(msg.request)));
     }
 }
 
-impl<Msg> Inbox<Msg> {
-    /// The next request: the one held back, or a new one from the queue.
-    fn poll_next_msg(&mut self, cx: &mut Context<'_>) -> Poll<Option<Msg>> {
-        if let Some(msg) = self.held.take() {
-            return Poll::Ready(Some(msg));
+impl<Req, F> Inbox<Req, F> {
+    /// Whether a request a connection handed back waits in the second
+    /// queue (the `RESEND` signal came and it is not yet read).
+    fn has_resend(&mut self) -> bool {
+        if self.resend_pending && self.resend.is_empty() {
+            self.resend_pending = false;
         }
-        self.rx.poll_recv(cx)
+        self.resend_pending
+    }
+
+    /// The next request, and whether it is one to send again: the one held
+    /// back, one a connection handed back, or a new one from the queue.
+    fn poll_next_msg(&mut self, cx: &mut Context<'_>) -> Poll<Option<(Message<Req, F>, bool)>> {
+        if let Some(msg) = self.held.take() {
+            return Poll::Ready(Some((msg, false)));
+        }
+        // No waker here: a request put there also sends `RESEND`.
+        if self.resend_pending {
+            match self.resend.try_recv() {
+                Ok(msg) => return Poll::Ready(Some((msg, true))),
+                Err(_) => self.resend_pending = false,
+            }
+        }
+        self.rx.poll_recv(cx).map(|msg| msg.map(|msg| (msg, false)))
     }
 }
 

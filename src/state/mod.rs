@@ -107,6 +107,9 @@ pub(crate) struct Machine<F, S> {
     /// first `Pending` of the wait. Not the main timer, which the wait
     /// outlives (it spans attempts and retries, each with its own deadline).
     wait: Timer,
+    /// The next `call` sends a request a connection handed back: counted
+    /// if it reaches the connection.
+    again: bool,
     detector: Option<Arc<Detector>>,
     /// Counts connections, so a late fatal error from an old one is ignored.
     generation: u64,
@@ -137,6 +140,7 @@ impl<F, S> Machine<F, S> {
             parks: false,
             activity: None,
             wait: Timer::new(),
+            again: false,
             generation: 0,
             publisher: Publisher::new(),
         }
@@ -144,6 +148,11 @@ impl<F, S> Machine<F, S> {
 
     pub(crate) fn watch(&self) -> ConnectionWatch {
         self.publisher.watch()
+    }
+
+    /// Marks the next `call` as sending a handed-back request again.
+    pub(crate) fn call_again(&mut self) {
+        self.again = true;
     }
 
     /// What the watch shows now.
@@ -248,27 +257,36 @@ impl<F, S> Machine<F, S> {
     where
         S: Service<Req>,
     {
+        let again = std::mem::take(&mut self.again);
         match (std::mem::take(&mut self.ready), &mut self.state) {
             // Nothing to track, the steady path: a future the compiler sees
             // is bare, so its drop folds away.
             (true, State::Connected { svc }) if self.steady => {
-                ResponseFuture::new(svc.call(req), None)
+                let fut = svc.call(req);
+                if again {
+                    self.resending();
+                }
+                ResponseFuture::new(fut, None)
             }
-            (ready, _) => self.call_tracked(req, ready),
+            (ready, _) => self.call_tracked(req, ready, again),
         }
     }
 
     /// A call with a classifier's report or an idle timeout's in-flight
     /// count to attach, or one that fails.
     #[inline]
-    fn call_tracked<Req>(&mut self, req: Req, ready: bool) -> ResponseFuture<S::Future>
+    fn call_tracked<Req>(&mut self, req: Req, ready: bool, again: bool) -> ResponseFuture<S::Future>
     where
         S: Service<Req>,
     {
         match (ready, &mut self.state) {
             (true, State::Connected { svc }) => {
                 let in_flight = self.activity.as_ref().map(InFlight::new);
-                ResponseFuture::new(svc.call(req), in_flight)
+                let fut = svc.call(req);
+                if again {
+                    self.resending();
+                }
+                ResponseFuture::new(fut, in_flight)
             }
             (ready, _) => {
                 let error = self.refusal(ready);

@@ -202,6 +202,22 @@ impl<F, S> Machine<F, S> {
         });
     }
 
+    /// A request a connection handed back is sent again on this one:
+    /// counted, and logged at debug.
+    #[cold]
+    pub(super) fn resending(&mut self) {
+        let mut resent = 0;
+        self.publisher.update(|s| {
+            s.resent += 1;
+            resent = s.resent;
+        });
+        tracing::debug!(
+            name = self.name(),
+            resent,
+            "sending a handed-back request again"
+        );
+    }
+
     /// The schedule starts afresh, and a waiting retry is due now.
     #[cold]
     pub(crate) fn reset_backoff(&mut self) {

@@ -56,6 +56,7 @@ pub struct ConnectionState {
     pub(crate) retry_at: Option<Instant>,
     pub(crate) connects: u64,
     pub(crate) disconnects: u64,
+    pub(crate) resent: u64,
     pub(crate) idle_closes: u64,
 }
 
@@ -68,6 +69,7 @@ impl ConnectionState {
             retry_at: None,
             connects: 0,
             disconnects: 0,
+            resent: 0,
             idle_closes: 0,
         }
     }
@@ -135,6 +137,13 @@ impl ConnectionState {
     pub const fn idle_closes(&self) -> u64 {
         self.idle_closes
     }
+
+    /// How many requests a connection handed back (see
+    /// [`Resend`](crate::error::Resend)) and the shared handle sent again
+    /// on a new connection.
+    pub const fn resent(&self) -> u64 {
+        self.resent
+    }
 }
 
 impl fmt::Debug for ConnectionState {
@@ -149,6 +158,7 @@ impl fmt::Debug for ConnectionState {
             .field("retry_at", &self.retry_at)
             .field("connects", &self.connects)
             .field("disconnects", &self.disconnects)
+            .field("resent", &self.resent)
             .field("idle_closes", &self.idle_closes)
             .finish()
     }

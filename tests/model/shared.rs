@@ -117,7 +117,7 @@ struct Pooled {
 
 struct Request {
     id: usize,
-    fut: Spawn<shared::ResponseFuture<Response>>,
+    fut: Spawn<shared::ResponseFuture<u32, Response>>,
     /// Polled and pending: it must be woken when it has an outcome.
     waiting: bool,
 }
@@ -323,7 +323,7 @@ impl Case {
     }
 
     /// Records the response future of a call by clone `clone`.
-    fn sent(&mut self, clone: usize, fut: shared::ResponseFuture<Response>, n: u32) {
+    fn sent(&mut self, clone: usize, fut: shared::ResponseFuture<u32, Response>, n: u32) {
         let id = self.id();
         self.w.call_clone(clone, id, n);
         self.reqs.push(Request {
