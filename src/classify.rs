@@ -51,7 +51,8 @@ impl Detector {
         })
     }
 
-    /// What a response future on connection `generation` carries.
+    /// What the response futures on connection `generation` report
+    /// through (the connection's `Activity` holds it).
     pub(crate) fn report(self: &Arc<Self>, generation: u64) -> Report {
         Report {
             detector: self.clone(),
@@ -77,7 +78,7 @@ impl Detector {
     }
 }
 
-/// What a response future carries to report a fatal error.
+/// What a connection's response futures report a fatal error through.
 pub(crate) struct Report {
     detector: Arc<Detector>,
     generation: u64,

@@ -127,18 +127,22 @@ impl Error for ConnectionLost {
 
 /// The request was not sent: there is no connection right now and the
 /// service fails fast (the default; see
-/// [`wait_for_ready`](crate::ReconnectLayer::wait_for_ready)).
+/// [`wait_for_ready`](crate::ReconnectLayer::wait_for_ready)), or the
+/// request waited [`wait_timeout`](crate::ReconnectLayer::wait_timeout) for
+/// one ([`waited`](Unavailable::waited) says so).
 ///
-/// It describes the state at the moment of the call: the last cause is in
-/// [`source()`](Error::source) and [`retry_at`](Unavailable::retry_at) tells
-/// when the next attempt starts. The request was never written to any
-/// connection, so it is always safe to send again.
+/// It describes the state at the moment of the call (or of the end of the
+/// wait): the last cause is in [`source()`](Error::source) and
+/// [`retry_at`](Unavailable::retry_at) tells when the next attempt starts.
+/// The request was never written to any connection, so it is always safe to
+/// send again.
 #[derive(Debug, Clone)]
 pub struct Unavailable {
     cause: Option<Cause>,
     attempt: u32,
     retry_at: Option<Instant>,
     retry_in: Option<Duration>,
+    waited: Option<Duration>,
 }
 
 impl Unavailable {
@@ -149,7 +153,23 @@ impl Unavailable {
             attempt,
             retry_at,
             retry_in,
+            waited: None,
         }
+    }
+
+    /// The same error, for a request that waited `waited` for a connection.
+    pub(crate) fn after_waiting(self, waited: Duration) -> Self {
+        Self {
+            waited: Some(waited),
+            ..self
+        }
+    }
+
+    /// The [`wait_timeout`](crate::ReconnectLayer::wait_timeout) that ran
+    /// out, when the request waited for a connection that did not come;
+    /// `None` when it failed fast.
+    pub const fn waited(&self) -> Option<Duration> {
+        self.waited
     }
 
     /// When the next connect attempt starts, or `None` when one is running
@@ -169,9 +189,13 @@ impl Unavailable {
 
 impl fmt::Display for Unavailable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("connection unavailable")?;
+        if let Some(waited) = self.waited {
+            write!(f, " after waiting {waited:?}")?;
+        }
         match self.retry_in {
-            Some(d) => write!(f, "connection unavailable, next attempt in {d:.1?}"),
-            None => f.write_str("connection unavailable, reconnecting now"),
+            Some(d) => write!(f, ", next attempt in {d:.1?}"),
+            None => f.write_str(", reconnecting now"),
         }
     }
 }
@@ -294,6 +318,12 @@ pub enum ConfigError {
     MultiplierBelowOne(f64),
     /// The backoff jitter is outside `0.0..=1.0`.
     JitterOutOfRange(f64),
+    /// The idle timeout is zero, which would close every connection as soon
+    /// as it is made.
+    IdleTimeoutNotPositive,
+    /// The wait timeout is zero, which would fail every request that has to
+    /// wait for a connection at once.
+    WaitTimeoutNotPositive,
 }
 
 impl fmt::Display for ConfigError {
@@ -319,6 +349,8 @@ impl fmt::Display for ConfigError {
             Self::JitterOutOfRange(j) => {
                 write!(f, "backoff jitter must be within 0.0..=1.0, got {j}")
             }
+            Self::IdleTimeoutNotPositive => f.write_str("idle timeout must be greater than zero"),
+            Self::WaitTimeoutNotPositive => f.write_str("wait timeout must be greater than zero"),
         }
     }
 }

@@ -13,7 +13,7 @@ use std::{
 use pin_project_lite::pin_project;
 use tower::BoxError;
 
-use crate::classify::Report;
+use crate::state::InFlight;
 
 pin_project! {
     /// The response future of [`Reconnect`](crate::Reconnect): the inner
@@ -30,7 +30,9 @@ pin_project! {
         Inner {
             #[pin]
             fut: F,
-            report: Option<Report>,
+            // With a classifier or an idle timeout: the request in flight,
+            // and the report of a fatal error.
+            in_flight: Option<InFlight>,
         },
         Failed {
             error: Option<BoxError>,
@@ -39,9 +41,9 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(fut: F, report: Option<Report>) -> Self {
+    pub(crate) fn new(fut: F, in_flight: Option<InFlight>) -> Self {
         Self {
-            kind: Kind::Inner { fut, report },
+            kind: Kind::Inner { fut, in_flight },
         }
     }
 
@@ -63,13 +65,13 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Inner { fut, report } => Poll::Ready(ready!(fut.poll(cx)).map_err(|e| {
-                let e = e.into();
-                if let Some(report) = report {
-                    report.error(&*e);
+            KindProj::Inner { fut, in_flight } => {
+                let result = ready!(fut.poll(cx)).map_err(Into::into);
+                if in_flight.is_some() {
+                    InFlight::done(in_flight, result.as_ref().err());
                 }
-                e
-            })),
+                Poll::Ready(result)
+            }
             KindProj::Failed { error } => Poll::Ready(Err(error
                 .take()
                 .expect("ResponseFuture polled after completion"))),

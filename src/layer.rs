@@ -16,6 +16,8 @@ pub(crate) struct Config {
     pub(crate) wait_for_ready: bool,
     pub(crate) max_attempts: Option<u32>,
     pub(crate) classifier: Option<Arc<Classifier>>,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) wait_timeout: Option<Duration>,
 }
 
 impl Config {
@@ -25,6 +27,12 @@ impl Config {
         }
         if self.max_attempts == Some(0) {
             return Err(ConfigError::MaxAttemptsNotPositive);
+        }
+        if self.idle_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::IdleTimeoutNotPositive);
+        }
+        if self.wait_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::WaitTimeoutNotPositive);
         }
         self.backoff.validate()
     }
@@ -39,6 +47,8 @@ impl Default for Config {
             wait_for_ready: false,
             max_attempts: None,
             classifier: None,
+            idle_timeout: None,
+            wait_timeout: None,
         }
     }
 }
@@ -52,6 +62,8 @@ impl fmt::Debug for Config {
             .field("wait_for_ready", &self.wait_for_ready)
             .field("max_attempts", &self.max_attempts)
             .field("disconnect_on", &self.classifier.is_some())
+            .field("idle_timeout", &self.idle_timeout)
+            .field("wait_timeout", &self.wait_timeout)
             .finish()
     }
 }
@@ -145,6 +157,133 @@ impl<T> ReconnectLayer<T> {
     /// Default is `false` (fail fast).
     pub fn wait_for_ready(mut self, wait: bool) -> Self {
         self.config.wait_for_ready = wait;
+        self
+    }
+
+    /// Bounds how long a request waits for a connection: one that has
+    /// waited `timeout` fails with [`Unavailable`](crate::error::Unavailable)
+    /// and is never sent. The error's [`source()`](std::error::Error::source)
+    /// is the last connect error, and its
+    /// [`waited()`](crate::error::Unavailable::waited) is `timeout`.
+    ///
+    /// Requests wait while `Disconnected` in
+    /// [wait-for-ready](Self::wait_for_ready) mode, which is what this is
+    /// for: without it they wait for as long as the peer stays away. In
+    /// either mode they also wait for the first attempt, for the reconnect
+    /// after a healthy connection was lost and for the one after an
+    /// [idle close](Self::idle_timeout); the connect timeout bounds those
+    /// already, and this bounds them further when it is shorter. A timed-out
+    /// wait answers as fail-fast mode does.
+    ///
+    /// - On [`Reconnect`](crate::Reconnect) the wait is `poll_ready`'s: it
+    ///   starts at the first `Pending` while not connected and ends when
+    ///   `poll_ready` answers. After `timeout`, `poll_ready` answers
+    ///   `Ready(Ok)` and `call` fails with `Unavailable` without sending; the
+    ///   next `poll_ready` starts a new wait. A connected connection's own
+    ///   `Pending` (HTTP/1 busy with a request) is not a wait for a
+    ///   connection and is not bounded.
+    /// - On [`Shared`](crate::Shared) the wait is the request's time in the
+    ///   queue, from `call` until the task hands it to the connection,
+    ///   whatever it waits for there (a connection, or room on a busy one).
+    ///   Its response future fails at `timeout` and the task drops the
+    ///   request unsent. A request the connection handed back to be
+    ///   [sent again](crate::error::Resend) is still within the same wait,
+    ///   counted from `call`: queued again, it fails at `timeout` after the
+    ///   call, or at once if that has passed, and is not sent a second time.
+    ///
+    /// Under `tower::balance`, leave it unset: a wait that ran out makes a
+    /// dead endpoint ready, and the balancer would send to it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use std::{error::Error, io, time::Duration};
+    /// use redial::{error::Unavailable, ReconnectLayer};
+    /// use tower::{service_fn, util::BoxService, Layer, Service, ServiceExt};
+    ///
+    /// // A peer that refuses every dial.
+    /// let make = service_fn(|_: ()| async {
+    ///     Err::<BoxService<u32, u32, io::Error>, _>(io::Error::from(io::ErrorKind::ConnectionRefused))
+    /// });
+    /// let mut svc = ReconnectLayer::new(())
+    ///     .wait_for_ready(true)
+    ///     .wait_timeout(Duration::from_secs(5))
+    ///     .layer(make);
+    /// let err = svc.ready().await.unwrap().call(1).await.unwrap_err();
+    /// let unavailable = err.downcast_ref::<Unavailable>().unwrap();
+    /// assert_eq!(unavailable.waited(), Some(Duration::from_secs(5)));
+    /// assert!(unavailable.source().is_some()); // the refused dial
+    /// # }
+    /// ```
+    ///
+    /// Must be greater than zero. Default is none: a request waits as long
+    /// as the service keeps trying.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.config.wait_timeout = Some(timeout);
+        self
+    }
+
+    /// Closes the connection once no request has been in flight on it for
+    /// `timeout`, and goes back to [`Idle`](crate::Phase::Idle): nothing
+    /// dials until the next request, which connects as the first one did
+    /// (it waits for the attempt, never fails because of the close).
+    ///
+    /// - **In flight** means from `call` until the response future resolves
+    ///   or is dropped. For HTTP that is until the response head arrives: a
+    ///   body still streaming after that is not counted, so set the timeout
+    ///   above the longest body you expect. The idle clock starts when the
+    ///   connection is made and again whenever the last request in flight
+    ///   ends. A connection with a response pending is never closed for
+    ///   idleness, however long the response takes.
+    /// - **The deadline** is the moment the connection has been idle for
+    ///   `timeout`. A request that comes at or after it does not get the old
+    ///   connection: the connection is closed and the request waits for a
+    ///   new one. A request that comes before it keeps the connection.
+    /// - **Not a failure.** An idle close publishes `Idle`, not
+    ///   `Disconnected`; it counts in
+    ///   [`idle_closes`](crate::ConnectionState::idle_closes), not in
+    ///   `disconnects`, leaves no `last_error`, and starts the backoff
+    ///   schedule afresh.
+    /// - **The server closes first.** A connection that the server closes
+    ///   while nothing is in flight (its own idle timeout) is a loss,
+    ///   counted in `disconnects` with the cause in `last_error`; with this
+    ///   setting it also leaves the service `Idle`, so the next request
+    ///   connects and nothing dials before it. A request waiting when it
+    ///   happens (queued in a [`Shared`](crate::Shared) handle, or polling a
+    ///   `Reconnect`) reconnects at once. Without this setting an eager
+    ///   handle reconnects at once, as after any loss. A connection lost
+    ///   with a request in flight, or before it proved itself, is handled as
+    ///   without this setting.
+    /// - **Who closes it.** A `Shared` handle's task closes it on time (its
+    ///   timer wakes it), and after that waits for a request, as a
+    ///   [`spawn_lazy`](crate::Reconnect::spawn_lazy) handle does. A plain
+    ///   [`Reconnect`](crate::Reconnect) acts only in `poll_ready`, which
+    ///   means a request wants to go: the first `poll_ready` at or after the
+    ///   deadline closes the stale connection and connects anew in the same
+    ///   call. Its timer wakes the task that drives it at the deadline; a
+    ///   task that polls it with no request in hand would reconnect at
+    ///   once, so for that use `Shared`, which waits for a request.
+    ///
+    /// Set it below the server's own idle timeout, so that redial closes
+    /// first and never sends on a connection the server is closing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use redial::ReconnectLayer;
+    ///
+    /// // The server closes connections idle for 60 s: close them at 50 s.
+    /// let layer = ReconnectLayer::new("10.0.0.7:5432").idle_timeout(Duration::from_secs(50));
+    /// # let _ = layer;
+    /// ```
+    ///
+    /// It costs a request a reference count taken and given back and a
+    /// clock read when it ends, and `poll_ready` a clock read; no
+    /// allocation. Without it, nothing.
+    ///
+    /// Must be greater than zero. Default is none: a connection stays open
+    /// however long it is idle.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = Some(timeout);
         self
     }
 

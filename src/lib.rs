@@ -44,8 +44,12 @@
 //! next attempt; that phase is sticky, reported while further attempts run,
 //! until the service is [`Connected`](Phase::Connected) again. Dropping the
 //! service, or giving up after [`max_attempts`](ReconnectLayer::max_attempts),
-//! makes it [`Closed`](Phase::Closed) for good. See [`Reconnect`] for what
-//! `poll_ready` and `call` do in each.
+//! makes it [`Closed`](Phase::Closed) for good. With an
+//! [`idle_timeout`](ReconnectLayer::idle_timeout), a connection with no
+//! request in flight for that long is closed on purpose and the service goes
+//! back to `Idle` (an idle close, not a disconnect); the next request
+//! connects as the first one did. See [`Reconnect`] for what `poll_ready`
+//! and `call` do in each.
 //!
 //! # Timing
 //!
@@ -60,13 +64,20 @@
 //!   failed attempt, so a peer that accepts and closes is dialled on the
 //!   growing schedule, never in a loop.
 //! - While waiting, the only wake-up is the retry timer.
+//! - [`wait_timeout`](ReconnectLayer::wait_timeout) (off by default) bounds
+//!   how long a request waits for a connection, and
+//!   [`idle_timeout`](ReconnectLayer::idle_timeout) (off by default) how
+//!   long a connection stays open with nothing in flight.
 //!
 //! # Readiness in brief
 //!
 //! `poll_ready` is `Pending` while the first attempt runs; `Ready(Ok)`
 //! while `Disconnected` in the default fail-fast mode, and `call` then
 //! returns [`Unavailable`](error::Unavailable) at once without dialling;
-//! `Pending` instead with [`wait_for_ready(true)`](ReconnectLayer::wait_for_ready);
+//! `Pending` instead with [`wait_for_ready(true)`](ReconnectLayer::wait_for_ready),
+//! until the connection is back or a
+//! [`wait_timeout`](ReconnectLayer::wait_timeout) runs out (then `call`
+//! fails with `Unavailable`, as in fail-fast mode);
 //! `Err` only once `Closed`, and then for good. The error a `call` returns
 //! describes the state at that moment, never an earlier attempt.
 //! [`Reconnect`] has the full table.
@@ -97,6 +108,16 @@
 //!   `Connecting` for the immediate reconnect, during which requests wait, as
 //!   they wait for the first connection: a server closing an idle connection
 //!   costs no request an error. If that attempt fails, `Disconnected` sticks.
+//!   With an [`idle_timeout`](ReconnectLayer::idle_timeout), a healthy
+//!   connection the server closes while nothing is in flight (its own idle
+//!   timeout) is still a loss, but the service goes back to `Idle` instead:
+//!   nothing dials until a request asks, and that request waits for one
+//!   connect, never more.
+//! - A wait that ran out ([`wait_timeout`](ReconnectLayer::wait_timeout))
+//!   fails with [`Unavailable`](error::Unavailable), the error a request
+//!   gets in fail-fast mode, with [`waited()`](error::Unavailable::waited)
+//!   set and the last connect error as its source: the request was never
+//!   sent, so it is safe to send again.
 //! - `poll_ready` answers an error only once the service is closed; a
 //!   lazy `Reconnect` can only close by giving up, so that error is
 //!   [`GaveUp`](error::GaveUp).

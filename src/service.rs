@@ -25,10 +25,27 @@ use crate::{future::ResponseFuture, layer::Config, state::Machine, watch::Connec
 ///
 /// | phase | `poll_ready` |
 /// |---|---|
-/// | `Idle`, `Connecting` | `Pending`: the request waits for the attempt, at most the connect timeout |
+/// | `Idle`, `Connecting` | `Pending`: the request waits for the attempt, at most the connect timeout (and at most the wait timeout) |
 /// | `Connected` | the connection's `poll_ready`; its `Err` means the connection is gone, and the same call goes on to reconnect |
-/// | `Disconnected` | fail fast (default): `Ready(Ok)`, and `call` returns [`Unavailable`](crate::error::Unavailable) at once without dialling; with `wait_for_ready(true)`: `Pending` until connected |
+/// | `Disconnected` | fail fast (default): `Ready(Ok)`, and `call` returns [`Unavailable`](crate::error::Unavailable) at once without dialling; with `wait_for_ready(true)`: `Pending` until connected, or until the wait timeout |
 /// | `Closed` | `Err(`[`GaveUp`](crate::error::GaveUp)`)`, final |
+///
+/// With a [`wait_timeout`](crate::ReconnectLayer::wait_timeout), a wait
+/// runs from the first `Pending` while not connected; once it has lasted
+/// the timeout, `poll_ready` answers as fail fast does: `Ready(Ok)`, and
+/// `call` returns `Unavailable` (with
+/// [`waited()`](crate::error::Unavailable::waited) set) without sending.
+/// The next `poll_ready` starts a new wait.
+///
+/// With an [`idle_timeout`](crate::ReconnectLayer::idle_timeout), the first
+/// `poll_ready` at or after the idle deadline closes the connection (an
+/// idle close, counted in
+/// [`idle_closes`](crate::ConnectionState::idle_closes)) and, since a
+/// request is asking, starts a new attempt at once: `Pending`, in phase
+/// `Connecting`, as for the first request. A `Reconnect` acts only when
+/// polled: its timer wakes the task that drives it at the deadline.
+/// To have the connection closed on time and stay closed until a request
+/// comes, use the [`Shared`](crate::Shared) handle.
 ///
 /// The error `call` returns always describes the state at the moment of the
 /// call, never an earlier attempt. Reconnecting is not retrying: a plain
@@ -144,6 +161,25 @@ where
     /// The target this service connects to.
     pub fn target(&self) -> &T {
         &self.target
+    }
+
+    /// For the `Shared` task, which polls with no request in hand: after an
+    /// idle close `poll_ready` waits for [`resume`](Self::resume) rather
+    /// than dialling, and the wait timeout is the handle's to apply, per
+    /// request (returned).
+    pub(crate) fn run_by_task(&mut self) -> Option<std::time::Duration> {
+        self.machine.run_by_task()
+    }
+
+    /// Idle after an idle close (or a loss while idle), until a request
+    /// comes.
+    pub(crate) fn is_dormant(&self) -> bool {
+        self.machine.is_dormant()
+    }
+
+    /// A request has come: the next `poll_ready` may connect.
+    pub(crate) fn resume(&mut self) {
+        self.machine.resume();
     }
 }
 

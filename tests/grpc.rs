@@ -193,6 +193,52 @@ async fn wait_for_ready_calls_end_at_their_deadline() {
     assert!(status.message().contains("80ms"), "{status:?}");
 }
 
+/// Waiting for ready with the server away, the endpoint's `wait_timeout`
+/// ends a call with `DeadlineExceeded`, naming the last connect error,
+/// redial's `Unavailable` (never sent) as the source.
+#[tokio::test]
+async fn wait_timeout_ends_a_waiting_call_with_deadline_exceeded() {
+    support::trace_init();
+    const WAIT: Duration = Duration::from_millis(100);
+    let (_socket, addr) = refusing_port();
+    let channel = endpoint(addr)
+        .wait_for_ready(true)
+        .wait_timeout(WAIT)
+        .connect_lazy();
+    let mut states = channel.watch().subscribe();
+    guard(states.wait_for(|s| s.last_error().is_some()))
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let status = guard(check(&channel)).await.unwrap_err();
+    assert!(started.elapsed() >= WAIT, "{:?}", started.elapsed());
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        status.message().contains("wait timeout of 100ms"),
+        "{status:?}"
+    );
+    assert!(status.message().contains("failed to connect"), "{status:?}");
+    let unavailable = find::<Unavailable>(&status).expect("redial's error");
+    assert_eq!(unavailable.waited(), Some(WAIT));
+    assert!(find::<ConnectFailed>(&status).is_some(), "{status:?}");
+}
+
+/// A zero `wait_timeout` is refused by `connect`, as other bad settings are.
+#[tokio::test]
+async fn connect_refuses_a_zero_wait_timeout() {
+    let (_socket, addr) = refusing_port();
+    let err = endpoint(addr)
+        .wait_timeout(Duration::ZERO)
+        .connect()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        find::<ConfigError>(&err),
+        Some(&ConfigError::WaitTimeoutNotPositive)
+    );
+}
+
 // ===== graceful shutdown =====
 
 /// A server that shuts down gracefully (GOAWAY) while calls are open: the

@@ -402,6 +402,65 @@ impl Parked {
     }
 }
 
+// ===== the idle timeout =====
+
+/// HTTP/1: a shared client closes its connection once it has been idle for
+/// the idle timeout; the server sees it close, the watch shows `Idle` with
+/// no disconnect, and the next request connects again.
+#[tokio::test]
+async fn http1_idle_timeout_closes_the_connection_and_the_next_request_reconnects() {
+    support::trace_init();
+    let server = Server::start(Proto::Http1);
+    let svc = idle_layer(&server).layer(Http1Connector::new());
+    let watch = svc.watch();
+    idle_closes(server, svc.spawn(8), watch).await;
+}
+
+/// HTTP/2: the same.
+#[tokio::test]
+async fn http2_idle_timeout_closes_the_connection_and_the_next_request_reconnects() {
+    support::trace_init();
+    let server = Server::start(Proto::Http2);
+    let svc = idle_layer(&server).layer(Http2Connector::new());
+    let watch = svc.watch();
+    idle_closes(server, svc.spawn(8), watch).await;
+}
+
+const IDLE: Duration = Duration::from_millis(100);
+
+fn idle_layer(server: &Server) -> ReconnectLayer<Uri> {
+    layer(server).idle_timeout(IDLE)
+}
+
+/// Two requests, each followed by the idle close: the server accepts one
+/// connection per request and sees each closed by the client.
+async fn idle_closes<S>(server: Server, mut client: S, watch: ConnectionWatch)
+where
+    S: Service<Request<Body>, Response = Response<Incoming>, Error = BoxError>,
+{
+    for (n, path) in [(1, "/one"), (2, "/two")] {
+        assert_eq!(
+            guard(get(&mut client, path)).await.unwrap(),
+            format!("hello {path}")
+        );
+        let answered = Instant::now();
+        // The client closes it: the server's side of the socket ends.
+        guard(server.until_open(0)).await;
+        assert!(
+            answered.elapsed() >= IDLE,
+            "closed after {:?}",
+            answered.elapsed()
+        );
+        let state = watch.state();
+        assert_eq!(state.phase(), Phase::Idle, "{state:?}");
+        assert_eq!(state.idle_closes(), n, "{state:?}");
+        assert_eq!(state.disconnects(), 0, "{state:?}");
+        assert_eq!(state.connects(), n, "{state:?}");
+        assert_eq!(server.accepts(), n as usize, "one connection per request");
+    }
+    assert_eq!(server.seen_paths(), ["/one", "/two"]);
+}
+
 // ===== dropping, targets and request URIs =====
 
 /// Dropping a connection closes its socket: the server sees it go, so no
@@ -673,6 +732,7 @@ struct Server {
 #[derive(Default)]
 struct Log {
     seen: Mutex<Vec<(String, Option<String>)>>,
+    accepts: std::sync::atomic::AtomicUsize,
     requests: watch::Sender<usize>,
     open: watch::Sender<usize>,
 }
@@ -735,6 +795,11 @@ impl Server {
         *self.log.requests.borrow()
     }
 
+    /// Connections accepted, over all runs.
+    fn accepts(&self) -> usize {
+        self.log.accepts.load(Ordering::SeqCst)
+    }
+
     async fn until_requests(&self, n: usize) {
         let mut rx = self.log.requests.subscribe();
         rx.wait_for(|&seen| seen >= n).await.unwrap();
@@ -748,6 +813,7 @@ impl Server {
 }
 
 async fn connection(stream: TcpStream, proto: Proto, keep_alive: bool, log: Arc<Log>) {
+    log.accepts.fetch_add(1, Ordering::SeqCst);
     let _open = Open::new(&log.open);
     let io = TokioIo::new(stream);
     let hello = service_fn(move |req: Request<Incoming>| {

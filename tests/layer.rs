@@ -67,11 +67,33 @@ fn validate_names_each_rule() {
                 max: Duration::from_secs(3),
             },
         ),
+        (
+            base().idle_timeout(Duration::ZERO),
+            ConfigError::IdleTimeoutNotPositive,
+        ),
+        (
+            base().wait_timeout(Duration::ZERO),
+            ConfigError::WaitTimeoutNotPositive,
+        ),
     ];
     for (layer, expected) in cases {
         assert_eq!(layer.validate().unwrap_err(), expected);
     }
     assert!(base().max_attempts(1).validate().is_ok());
+    let short = Duration::from_nanos(1);
+    assert!(base()
+        .idle_timeout(short)
+        .wait_timeout(short)
+        .validate()
+        .is_ok());
+    assert_eq!(
+        ConfigError::IdleTimeoutNotPositive.to_string(),
+        "idle timeout must be greater than zero"
+    );
+    assert_eq!(
+        ConfigError::WaitTimeoutNotPositive.to_string(),
+        "wait timeout must be greater than zero"
+    );
 }
 
 /// Building a service from bad settings fails at build time with the rule in the message.

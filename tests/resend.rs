@@ -548,6 +548,90 @@ mod scripted {
         assert_eq!(watch.state().resent(), 1);
     }
 
+    /// With an idle timeout, a connection lost with nothing in flight leaves
+    /// the task idle, waiting for a request before dialling: a request the
+    /// connection handed back is one, and is sent on a new connection
+    /// without any other request coming.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_handed_back_with_an_idle_timeout_needs_no_other_request() {
+        let script = Script::new([Answer::Unwritten(Duration::from_millis(10)), Answer::Ok]);
+        let shared = layer()
+            .idle_timeout(Duration::from_secs(60))
+            .layer(script.make())
+            .spawn(8);
+        let watch = shared.watch();
+        proven(&watch).await;
+        let answer = tokio::time::timeout(Duration::from_secs(10), shared.clone().oneshot(7))
+            .await
+            .expect("answered without another request");
+        assert_eq!(answer.unwrap(), 7);
+        assert_eq!(script.log(), [(0, 7), (1, 7)]);
+        let state = watch.state();
+        assert_eq!((state.resent(), state.connects()), (1, 2));
+    }
+
+    /// With a wait timeout, a request sent again waits within the caller's
+    /// one wait, counted from the call: while the peer is away (waiting for
+    /// ready) it fails with `Unavailable` at the call plus the wait timeout,
+    /// and is never sent a second time, even once the peer is back.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_to_resend_is_bounded_by_the_wait_timeout_from_the_call() {
+        const WAIT: Duration = Duration::from_secs(1);
+        let script = Script::new([Answer::Unwritten(Duration::from_millis(10))]);
+        let shared = layer()
+            .wait_for_ready(true)
+            .wait_timeout(WAIT)
+            .layer(script.make())
+            .spawn(8);
+        let watch = shared.watch();
+        proven(&watch).await;
+        let t0 = tokio::time::Instant::now();
+        let pending = tokio::spawn(shared.clone().oneshot(7));
+        // The peer goes away before the request comes back.
+        script.refuse.store(true, Ordering::SeqCst);
+        let err = pending.await.unwrap().unwrap_err();
+        assert_eq!(t0.elapsed(), WAIT);
+        let err = err
+            .downcast::<Unavailable>()
+            .unwrap_or_else(|err| panic!("expected Unavailable, got {err:?}"));
+        assert_eq!(err.waited(), Some(WAIT));
+        assert_ne!(watch.phase(), Phase::Connected);
+        // The peer comes back: the request stays unsent.
+        script.refuse.store(false, Ordering::SeqCst);
+        watch.connected().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(script.log(), [(0, 7)]);
+        assert_eq!(watch.state().resent(), 0);
+        // A new request is sent, with a wait of its own.
+        assert_eq!(shared.clone().oneshot(8).await.unwrap(), 8);
+    }
+
+    /// With a wait timeout, a request handed back after the caller's wait
+    /// has run out fails at once with `Unavailable` and is not sent again,
+    /// though the peer is there.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_handed_back_after_its_wait_fails_unavailable() {
+        const WAIT: Duration = Duration::from_secs(1);
+        let script = Script::new([Answer::Unwritten(2 * WAIT)]);
+        let shared = layer()
+            .wait_for_ready(true)
+            .wait_timeout(WAIT)
+            .layer(script.make())
+            .spawn(8);
+        let watch = shared.watch();
+        proven(&watch).await;
+        let t0 = tokio::time::Instant::now();
+        let err = shared.clone().oneshot(7).await.unwrap_err();
+        assert_eq!(t0.elapsed(), 2 * WAIT);
+        let err = err
+            .downcast::<Unavailable>()
+            .unwrap_or_else(|err| panic!("expected Unavailable, got {err:?}"));
+        assert_eq!(err.waited(), Some(WAIT));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(script.log(), [(0, 7)]);
+        assert_eq!(watch.state().resent(), 0);
+    }
+
     /// A request handed back after the handle closed fails with `Closed`;
     /// nothing sends it.
     #[tokio::test(start_paused = true)]

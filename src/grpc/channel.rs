@@ -14,7 +14,7 @@ use tokio::time::{sleep, Sleep};
 use tonic::{body::Body, Status};
 use tower::{BoxError, Service};
 
-use super::deadline::{deadline_status, grpc_timeout};
+use super::deadline::{deadline_status, grpc_timeout, wait_status};
 use crate::{
     error::{Closed, ConnectFailed, ConnectTimeout, GaveUp, NotReady, Unavailable},
     http::SharedHttp2,
@@ -61,7 +61,8 @@ type Inner = <SharedHttp2<Body> as Service<Request<Body>>>::Future;
 ///   the request's `grpc-timeout`, from `tonic::Request::set_timeout`)
 ///   passes fails with `DeadlineExceeded`, naming the last connect error if
 ///   it was still waiting for a connection (tonic's `Channel` answers
-///   `Cancelled` here);
+///   `Cancelled` here); so does one that waited out the endpoint's
+///   [`wait_timeout`](super::Endpoint::wait_timeout), never sent;
 /// - one cut by a lost connection fails with whatever tonic makes of
 ///   hyper's error, exactly as over tonic's `Channel`.
 ///
@@ -302,9 +303,16 @@ impl fmt::Debug for ResponseFuture {
 }
 
 /// A call that never reached the server becomes an `Unavailable` status
-/// with redial's message and error as its source; anything else is left for
-/// tonic to read, as it reads its own `Channel`'s errors.
+/// with redial's message and error as its source (`DeadlineExceeded` if it
+/// waited out the wait timeout); anything else is left for tonic to read,
+/// as it reads its own `Channel`'s errors.
 fn to_status(error: BoxError) -> BoxError {
+    if let Some(waited) = error
+        .downcast_ref::<Unavailable>()
+        .and_then(Unavailable::waited)
+    {
+        return Box::new(wait_status(waited, error));
+    }
     let unsent = error.is::<Unavailable>()
         || error.is::<Closed>()
         || error.is::<GaveUp>()
@@ -351,5 +359,21 @@ mod tests {
             assert!(status.source().is_some());
         }
         assert_eq!(code("something else".into()), None);
+    }
+
+    /// A call that waited out the wait timeout is `DeadlineExceeded`,
+    /// naming the connect error, with redial's `Unavailable` as the source.
+    #[test]
+    fn waited_out_calls_are_deadline_exceeded() {
+        let refused = cause(ConnectFailed::new(std::io::Error::other("refused")));
+        let error = Unavailable::new(Some(refused), 2, None).after_waiting(Duration::from_secs(5));
+        let status = to_status(Box::new(error)).downcast::<Status>().unwrap();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(
+            status.message(),
+            "no connection within the wait timeout of 5s, never sent: failed to connect"
+        );
+        let source = status.source().unwrap().downcast_ref::<Unavailable>();
+        assert_eq!(source.unwrap().waited(), Some(Duration::from_secs(5)));
     }
 }

@@ -5,6 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use http::HeaderMap;
 use tonic::Status;
+use tower::BoxError;
 
 use crate::ConnectionState;
 
@@ -47,6 +48,22 @@ pub(super) fn deadline_status(limit: Duration, state: &ConnectionState) -> Statu
         )),
         None => Status::deadline_exceeded(format!("deadline of {limit:?} exceeded")),
     }
+}
+
+/// `DeadlineExceeded` for a call that waited `waited` (the wait timeout)
+/// for a connection and was never sent: the message names the last connect
+/// error, and redial's [`Unavailable`](crate::error::Unavailable), whose
+/// source that error is, is the status's source.
+pub(super) fn wait_status(waited: Duration, error: BoxError) -> Status {
+    let message = match error.source() {
+        Some(cause) => {
+            format!("no connection within the wait timeout of {waited:?}, never sent: {cause}")
+        }
+        None => format!("no connection within the wait timeout of {waited:?}, never sent"),
+    };
+    let mut status = Status::deadline_exceeded(message);
+    status.set_source(Arc::from(error));
+    status
 }
 
 #[cfg(test)]

@@ -46,6 +46,7 @@ pub struct Endpoint {
     tcp_nodelay: bool,
     backoff: Backoff,
     wait_for_ready: bool,
+    wait_timeout: Option<Duration>,
     max_attempts: Option<u32>,
     buffer_size: Option<usize>,
     #[cfg(feature = "tls")]
@@ -174,6 +175,20 @@ impl Endpoint {
         self
     }
 
+    /// Bounds how long a call waits for a connection (redial's own, beside
+    /// [`wait_for_ready`](Self::wait_for_ready)): a call still waiting
+    /// after `timeout` fails with `DeadlineExceeded`, naming the last
+    /// connect error, and is never sent. It bounds the wait in the channel's
+    /// queue, where [`timeout`](Self::timeout) bounds the whole call; the
+    /// shorter ends it (see
+    /// [`ReconnectLayer::wait_timeout`](crate::ReconnectLayer::wait_timeout)).
+    ///
+    /// Must be greater than zero. Default is none.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = Some(timeout);
+        self
+    }
+
     /// Sets how many connect attempts in a row may fail before the channel
     /// gives up and closes (redial's own): calls then fail with
     /// `Unavailable` and [`GaveUp`](crate::error::GaveUp) as the source.
@@ -229,8 +244,8 @@ impl Endpoint {
     ///
     /// # Errors
     ///
-    /// Invalid settings (a zero connect timeout, `max_attempts(0)`, a bad
-    /// [`Backoff`]), with the [`ConfigError`](crate::error::ConfigError) as
+    /// Invalid settings (a zero connect or wait timeout, `max_attempts(0)`,
+    /// a bad [`Backoff`]), with the [`ConfigError`](crate::error::ConfigError) as
     /// the source, or the first attempt's failure.
     ///
     /// # Panics
@@ -268,7 +283,7 @@ impl Endpoint {
     ///
     /// # Panics
     ///
-    /// If the settings are invalid (a zero connect timeout or
+    /// If the settings are invalid (a zero connect or wait timeout, or
     /// `max_attempts(0)`), or outside a tokio runtime.
     #[track_caller]
     pub fn connect_lazy(&self) -> Channel {
@@ -280,6 +295,10 @@ impl Endpoint {
             .connect_timeout(self.connect_timeout)
             .backoff(self.backoff.clone())
             .wait_for_ready(self.wait_for_ready);
+        let layer = match self.wait_timeout {
+            Some(timeout) => layer.wait_timeout(timeout),
+            None => layer,
+        };
         match self.max_attempts {
             Some(attempts) => layer.max_attempts(attempts),
             None => layer,
@@ -322,6 +341,7 @@ impl From<Uri> for Endpoint {
             tcp_nodelay: true,
             backoff: Backoff::default(),
             wait_for_ready: false,
+            wait_timeout: None,
             max_attempts: None,
             buffer_size: None,
             #[cfg(feature = "tls")]
@@ -375,6 +395,7 @@ impl fmt::Debug for Endpoint {
             .field("tcp_nodelay", &self.tcp_nodelay)
             .field("backoff", &self.backoff)
             .field("wait_for_ready", &self.wait_for_ready)
+            .field("wait_timeout", &self.wait_timeout)
             .field("max_attempts", &self.max_attempts)
             .field("buffer_size", &self.buffer_size)
             .field("tls", &self.has_tls())

@@ -53,8 +53,9 @@
 //!   attempt in 1.2s"), redial's typed error as its source; a call whose
 //!   deadline passes answers `DeadlineExceeded` (tonic's `Channel`:
 //!   `Cancelled`), naming the last connect error if it was waiting for a
-//!   connection. A call cut by a lost connection answers as over tonic's
-//!   `Channel`. See [`Channel`].
+//!   connection; so does one that waited out the
+//!   [`wait_timeout`](Endpoint::wait_timeout), never sent. A call cut by a
+//!   lost connection answers as over tonic's `Channel`. See [`Channel`].
 //! - **Between calls.** tonic's channel connects at the first call
 //!   (`connect_lazy`) and redials on the next call after a loss, once per
 //!   call while the server is away; redial's connects at once, notices an
@@ -63,7 +64,8 @@
 //!   to 30 s (tonic: none). [`keep_alive_while_idle`](Endpoint::keep_alive_while_idle)
 //!   is accepted and changes nothing: pings, once an interval is set, run
 //!   idle or not. redial adds [`backoff`](Endpoint::backoff),
-//!   [`wait_for_ready`](Endpoint::wait_for_ready) and
+//!   [`wait_for_ready`](Endpoint::wait_for_ready),
+//!   [`wait_timeout`](Endpoint::wait_timeout) and
 //!   [`max_attempts`](Endpoint::max_attempts).
 //! - **TLS** takes a `rustls::ClientConfig` (feature `tls`):
 //!   `Endpoint::tls_config(config)` on an `https://` endpoint, which

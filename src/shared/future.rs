@@ -10,7 +10,10 @@ use pin_project_lite::pin_project;
 use tokio::sync::oneshot;
 use tower::BoxError;
 
-use super::message::{Message, Resender, Rx};
+use super::{
+    message::{Message, Resender, Rx},
+    wait::Wait,
+};
 use crate::error::{Closed, Resend};
 
 pin_project! {
@@ -21,6 +24,9 @@ pin_project! {
     pub struct ResponseFuture<Req, F> {
         #[pin]
         state: State<F>,
+        // With a wait timeout, while queued, and kept once sent: a request
+        // sent again is still bounded by it, counted from the call.
+        wait: Option<Pin<Box<Wait>>>,
         // `None` once used: a request is sent again at most once.
         resend: Option<Arc<Resender<Req, F>>>,
     }
@@ -36,9 +42,14 @@ pin_project! {
 }
 
 impl<Req, F> ResponseFuture<Req, F> {
-    pub(crate) fn new(rx: Rx<F>, resend: Arc<Resender<Req, F>>) -> Self {
+    pub(crate) fn new(
+        rx: Rx<F>,
+        wait: Option<Pin<Box<Wait>>>,
+        resend: Arc<Resender<Req, F>>,
+    ) -> Self {
         Self {
             state: State::Queued { rx },
+            wait,
             resend: Some(resend),
         }
     }
@@ -46,6 +57,7 @@ impl<Req, F> ResponseFuture<Req, F> {
     pub(crate) fn failed(error: BoxError) -> Self {
         Self {
             state: State::Failed { error: Some(error) },
+            wait: None,
             resend: None,
         }
     }
@@ -70,7 +82,7 @@ where
                     };
                     match error.downcast::<Resend<Req>>() {
                         Ok(resend) => match this.resend.take() {
-                            Some(tx) => this.state.set(send_again(&tx, *resend)),
+                            Some(tx) => this.state.set(send_again(&tx, *resend, this.wait)),
                             // Handed back a second time: the caller gets
                             // the connection's own error.
                             None => return Poll::Ready(Err(resend.into_error())),
@@ -78,7 +90,7 @@ where
                         Err(error) => return Poll::Ready(Err(error)),
                     }
                 }
-                StateProj::Queued { rx } => match ready!(Pin::new(rx).poll(cx)) {
+                StateProj::Queued { rx } => match ready!(Wait::poll_answer(this.wait, rx, cx)) {
                     // Sent: the response future is polled in this same poll.
                     Ok(Ok(fut)) => this.state.set(State::Sent { fut }),
                     Ok(Err(error)) => return Poll::Ready(Err(error)),
@@ -96,14 +108,27 @@ where
     }
 }
 
-/// Queues a handed-back request with the task, ahead of new ones.
+/// Queues a handed-back request with the task, ahead of new ones. With a
+/// wait timeout, the caller's wait goes on from the call: the request gets
+/// a fresh claim under the same deadline, and if that deadline has passed
+/// it fails with `Unavailable` and is not sent again.
 #[cold]
-fn send_again<Req, F>(tx: &Resender<Req, F>, resend: Resend<Req>) -> State<F> {
+fn send_again<Req, F>(
+    tx: &Resender<Req, F>,
+    resend: Resend<Req>,
+    wait: &mut Option<Pin<Box<Wait>>>,
+) -> State<F> {
+    let claim = match wait.as_mut().map(|wait| wait.as_mut().renew()) {
+        Some(Ok(claim)) => Some(claim),
+        Some(Err(error)) => return State::Failed { error: Some(error) },
+        None => None,
+    };
     let (answer, rx) = oneshot::channel();
     let message = Message {
         request: resend.into_request(),
         tx: answer,
         span: tracing::Span::current(),
+        claim,
     };
     match tx.send(message) {
         Ok(()) => State::Queued { rx },

@@ -12,6 +12,9 @@ pub(crate) struct Message<Req, F> {
     pub(crate) tx: Tx<F>,
     /// The caller's span, entered while the worker calls the service.
     pub(crate) span: tracing::Span,
+    /// With a wait timeout: the worker sends the request only if it takes
+    /// this before the caller's wait runs out.
+    pub(crate) claim: Option<super::wait::Claim>,
 }
 
 /// The worker answers with the service's response future, or the error

@@ -9,6 +9,7 @@ mod layer;
 mod message;
 mod queue;
 mod signal;
+mod wait;
 mod worker;
 
 pub use self::{future::ResponseFuture, layer::SharedLayer};
@@ -17,6 +18,7 @@ use std::{
     fmt,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use tokio::sync::{mpsc, oneshot};
@@ -26,6 +28,7 @@ use self::{
     message::{Message, Resender},
     queue::QueueTx,
     signal::{CLOSE, MARK_DISCONNECTED, RESET_BACKOFF},
+    wait::Wait,
     worker::{Handle, Worker},
 };
 use crate::{error::NotReady, ConnectionWatch, Reconnect};
@@ -51,9 +54,22 @@ use crate::{error::NotReady, ConnectionWatch, Reconnect};
 /// [`Unavailable`](crate::error::Unavailable), or, with
 /// `wait_for_ready(true)`, waits there until the connection is back. Every
 /// waiting request is served when the connection comes up, however many
-/// clones queued them. Calling `call` without a `Ready(Ok)` from
+/// clones queued them. With a
+/// [`wait_timeout`](crate::ReconnectLayer::wait_timeout), a request that
+/// has been in the queue that long fails with `Unavailable` instead, and the
+/// task drops it unsent. Calling `call` without a `Ready(Ok)` from
 /// `poll_ready` first returns [`NotReady`] instead
 /// of panicking.
+///
+/// # Idle connections
+///
+/// With an [`idle_timeout`](crate::ReconnectLayer::idle_timeout), the task
+/// closes the connection once nothing has been in flight for that long, on
+/// time (its timer wakes it), and then waits for a request before it dials
+/// again, as a [`spawn_lazy`](Reconnect::spawn_lazy) handle does: an idle
+/// handle holds no connection and makes no attempt. A healthy connection
+/// the server closes while nothing is in flight leaves it idle in the same
+/// way, unless a request is queued, which reconnects it at once.
 ///
 /// # Why not `Buffer<Reconnect>`
 ///
@@ -126,6 +142,8 @@ struct Closer<Req, F> {
     handle: Arc<Handle>,
     tx: mpsc::Sender<Message<Req, F>>,
     resend: Arc<Resender<Req, F>>,
+    /// How long a request may wait in the queue (`wait_timeout`).
+    wait_timeout: Option<Duration>,
 }
 
 impl<Req, F> Drop for Closer<Req, F> {
@@ -182,7 +200,7 @@ where
     F: Send + 'static,
 {
     #[track_caller]
-    fn start<M, T>(service: Reconnect<M, T>, bound: usize, eager: bool) -> Self
+    fn start<M, T>(mut service: Reconnect<M, T>, bound: usize, eager: bool) -> Self
     where
         M: Service<T>,
         Reconnect<M, T>: Service<Req, Error = BoxError, Future = F> + Send + 'static,
@@ -195,6 +213,7 @@ where
         let handle = Arc::new(Handle::default());
         let (resend, resend_rx) = Resender::new(handle.clone());
         let watch = service.watch();
+        let wait_timeout = service.run_by_task();
         let worker = Worker::new(service, rx, resend_rx, eager, handle.clone());
         tokio::spawn(worker.run());
         Self {
@@ -203,6 +222,7 @@ where
                 handle,
                 tx,
                 resend: Arc::new(resend),
+                wait_timeout,
             }),
             watch,
         }
@@ -283,8 +303,21 @@ where
         }
         let (tx, rx) = oneshot::channel();
         let span = tracing::Span::current();
-        match self.tx.send(Message { request, tx, span }) {
-            Ok(()) => ResponseFuture::new(rx, self.closer.resend.clone()),
+        let (wait, claim) = match self.closer.wait_timeout {
+            Some(limit) => {
+                let (wait, claim) = Wait::new(limit, self.watch.clone());
+                (Some(wait), Some(claim))
+            }
+            None => (None, None),
+        };
+        let message = Message {
+            request,
+            tx,
+            span,
+            claim,
+        };
+        match self.tx.send(message) {
+            Ok(()) => ResponseFuture::new(rx, wait, self.closer.resend.clone()),
             Err(_) => ResponseFuture::failed(self.handle().closed_error()),
         }
     }

@@ -169,27 +169,41 @@ where
     if signals & RESEND != 0 {
         inbox.resend_pending = true;
     }
-    if !inbox.started {
-        // Lazy: wait for the first request before connecting.
-        match ready!(inbox.rx.poll_recv(cx)) {
-            Some(msg) => inbox.held = Some(msg),
-            None => return Poll::Ready(Closed::new(None)),
-        }
-        inbox.started = true;
-    }
     loop {
+        if service.is_dormant() {
+            // Closed for idleness: as a lazy task, wait for a request
+            // before dialling again.
+            inbox.started = false;
+        }
+        if !inbox.started {
+            // Lazy: wait for the first request before connecting. A request
+            // a connection handed back is one too: its `RESEND` signal wakes
+            // this task, which must not wait for some other request.
+            if inbox.held.is_none() && !inbox.has_resend() {
+                match ready!(inbox.rx.poll_recv(cx)) {
+                    Some(msg) => inbox.held = Some(msg),
+                    None => return Poll::Ready(Closed::new(None)),
+                }
+            }
+            inbox.started = true;
+            service.resume();
+        }
         // Polled whether or not a request waits: this is what connects
-        // eagerly, runs the retry timer, and notices an idle connection
-        // closing (the connection's `poll_ready` holds our waker).
-        if let Err(error) = ready!(service.poll_ready(cx)) {
-            return Poll::Ready(Closed::new(Some(Arc::from(error))));
+        // eagerly, runs the retry and idle timers, and notices an idle
+        // connection closing (the connection's `poll_ready` holds our waker).
+        match service.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(error)) => return Poll::Ready(Closed::new(Some(Arc::from(error)))),
+            Poll::Pending if service.is_dormant() => continue,
+            Poll::Pending => return Poll::Pending,
         }
         let Some((msg, again)) = ready!(inbox.poll_next_msg(cx)) else {
             // Every handle is gone.
             return Poll::Ready(Closed::new(None));
         };
-        if msg.tx.is_closed() {
-            // The caller gave up: the request is never sent.
+        if msg.tx.is_closed() || !msg.claim.as_ref().is_none_or(|claim| claim.take()) {
+            // The caller gave up, or its wait ran out: the request is never
+            // sent.
             continue;
         }
         let _span = msg.span.enter();
@@ -201,6 +215,15 @@ where
 }
 
 impl<Req, F> Inbox<Req, F> {
+    /// Whether a request a connection handed back waits in the second
+    /// queue (the `RESEND` signal came and it is not yet read).
+    fn has_resend(&mut self) -> bool {
+        if self.resend_pending && self.resend.is_empty() {
+            self.resend_pending = false;
+        }
+        self.resend_pending
+    }
+
     /// The next request, and whether it is one to send again: the one held
     /// back, one a connection handed back, or a new one from the queue.
     fn poll_next_msg(&mut self, cx: &mut Context<'_>) -> Poll<Option<(Message<Req, F>, bool)>> {

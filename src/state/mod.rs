@@ -8,6 +8,7 @@
 //! watch, the counters and the log together. `docs/design.md` draws the
 //! states and their transitions.
 
+mod activity;
 mod timer;
 mod transition;
 
@@ -24,7 +25,8 @@ use tokio::time::Instant;
 use tower::{BoxError, Service};
 use tracing::{instrument::Instrumented, Instrument};
 
-use self::timer::Timer;
+pub(crate) use self::activity::InFlight;
+use self::{activity::Activity, timer::Timer};
 use crate::{
     backoff::Delays,
     classify::Detector,
@@ -35,7 +37,8 @@ use crate::{
 };
 
 enum State<F, S> {
-    /// No connection, no attempt: before the first demand.
+    /// No connection, no attempt: before the first demand, or after an idle
+    /// close until the next.
     Idle,
     /// An attempt is running, bounded by the deadline in the timer: the
     /// make future, or `None` while the make service is not ready yet. The
@@ -80,6 +83,30 @@ pub(crate) struct Machine<F, S> {
     warned: bool,
     /// `poll_ready` returned `Ready(Ok)` and no `call` has used it yet.
     ready: bool,
+    /// That `Ready(Ok)` ended a wait that ran out (`wait_timeout`): the
+    /// `call` fails with `Unavailable`, saying so.
+    waited: bool,
+    /// Neither a classifier nor an idle timeout: a connected `poll_ready`
+    /// can take the steady path.
+    steady: bool,
+    /// Idle because the connection was closed for idleness (or lost while
+    /// idle): a request reopens it. Cleared when an attempt starts.
+    dormant: bool,
+    /// The last connection ended in an idle close: making the next one is
+    /// routine, logged as a first connection is.
+    idle_closed: bool,
+    /// A task polls this machine with no request in hand (the `Shared`
+    /// worker): while dormant, `poll_ready` is `Pending` instead of
+    /// dialling again, until the task has a request and calls `resume`.
+    parks: bool,
+    /// With a classifier or an idle timeout, while connected: what the
+    /// response futures on the connection share with the machine (the
+    /// requests in flight, the report of a fatal error).
+    activity: Option<Arc<Activity>>,
+    /// A caller's wait for a connection, with a wait timeout: armed at the
+    /// first `Pending` of the wait. Not the main timer, which the wait
+    /// outlives (it spans attempts and retries, each with its own deadline).
+    wait: Timer,
     /// The next `call` sends a request a connection handed back: counted
     /// if it reaches the connection.
     again: bool,
@@ -100,12 +127,19 @@ impl<F, S> Machine<F, S> {
             delays: config.backoff.iter(),
             proof_of_life: config.backoff.proof_of_life(),
             detector: config.classifier.clone().map(Detector::new),
+            steady: config.classifier.is_none() && config.idle_timeout.is_none(),
             config,
             attempt_start: now,
             connected_at: now,
             outage: false,
             warned: false,
             ready: false,
+            waited: false,
+            dormant: false,
+            idle_closed: false,
+            parks: false,
+            activity: None,
+            wait: Timer::new(),
             again: false,
             generation: 0,
             publisher: Publisher::new(),
@@ -143,16 +177,48 @@ impl<F, S> Machine<F, S> {
     /// | state | answer |
     /// |---|---|
     /// | connected | the connection's own (polled by the caller) |
-    /// | first attempt, or the reconnect after a proven loss | `Pending` |
+    /// | first attempt, or the reconnect after a proven loss or an idle close | `Pending`; with a wait timeout, `Ready(Ok)` once the wait ran out: `call` fails with `Unavailable` |
     /// | outage (attempt running or retry waiting), fail fast | `Ready(Ok)`: `call` fails with `Unavailable` |
-    /// | outage, wait for ready | `Pending` |
+    /// | outage, wait for ready | as the second row |
     /// | closed | `Err(GaveUp)` |
-    fn readiness(&mut self) -> Poll<Result<(), BoxError>> {
+    fn readiness(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.waited = false;
         match &self.state {
-            State::Closed { error } => Poll::Ready(Err(error.clone().into())),
-            _ if self.outage && !self.config.wait_for_ready => self.ready(),
-            _ => Poll::Pending,
+            State::Closed { error } => {
+                self.wait.disarm();
+                Poll::Ready(Err(error.clone().into()))
+            }
+            _ if self.outage && !self.config.wait_for_ready => {
+                self.wait.disarm();
+                self.ready()
+            }
+            _ => self.poll_wait(cx),
         }
+    }
+
+    /// A caller waits for a connection: `Pending`, or, once the wait timeout
+    /// has run since the wait's first `Pending`, `Ready(Ok)` for a `call`
+    /// that fails with `Unavailable`.
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let Some(limit) = self.config.wait_timeout else {
+            return Poll::Pending;
+        };
+        let now = Instant::now();
+        let until = match self.wait.armed_at() {
+            Some(until) => until,
+            None => {
+                self.wait.deadline(now + limit);
+                now + limit
+            }
+        };
+        // By the clock too, as the retry time is: a deadline the timer has
+        // not fired yet still counts.
+        if now < until && self.wait.poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.wait.disarm();
+        self.waited = true;
+        self.ready()
     }
 
     /// `poll_ready`'s `Ready(Ok)`: the next `call` may go ahead.
@@ -177,7 +243,11 @@ impl<F, S> Machine<F, S> {
 
     fn unavailable(&self, retry_at: Option<Instant>) -> Unavailable {
         let state = self.published();
-        Unavailable::new(state.last_error.clone(), state.attempt, retry_at)
+        let error = Unavailable::new(state.last_error.clone(), state.attempt, retry_at);
+        match self.config.wait_timeout.filter(|_| self.waited) {
+            Some(waited) => error.after_waiting(waited),
+            None => error,
+        }
     }
 
     /// Sends `req` on the connection if the last `poll_ready` allowed it;
@@ -189,22 +259,47 @@ impl<F, S> Machine<F, S> {
     {
         let again = std::mem::take(&mut self.again);
         match (std::mem::take(&mut self.ready), &mut self.state) {
-            (true, State::Connected { svc }) => {
-                let report = self.detector.as_ref().map(|d| d.report(self.generation));
+            // Nothing to track, the steady path: a future the compiler sees
+            // is bare, so its drop folds away.
+            (true, State::Connected { svc }) if self.steady => {
                 let fut = svc.call(req);
                 if again {
                     self.resending();
                 }
-                ResponseFuture::new(fut, report)
+                ResponseFuture::new(fut, None)
             }
-            (ready, _) => ResponseFuture::failed(self.refusal(ready)),
+            (ready, _) => self.call_tracked(req, ready, again),
         }
     }
 
-    /// The steady path, small enough to inline: when connected and no
-    /// classifier needs checking, the connection's readiness (a failure
-    /// goes through [`lost`](Self::lost)); otherwise `None`, and the
-    /// caller goes on to [`poll_slow`](Self::poll_slow).
+    /// A call with a classifier's report or an idle timeout's in-flight
+    /// count to attach, or one that fails.
+    #[inline]
+    fn call_tracked<Req>(&mut self, req: Req, ready: bool, again: bool) -> ResponseFuture<S::Future>
+    where
+        S: Service<Req>,
+    {
+        match (ready, &mut self.state) {
+            (true, State::Connected { svc }) => {
+                let in_flight = self.activity.as_ref().map(InFlight::new);
+                let fut = svc.call(req);
+                if again {
+                    self.resending();
+                }
+                ResponseFuture::new(fut, in_flight)
+            }
+            (ready, _) => {
+                let error = self.refusal(ready);
+                self.waited = false;
+                ResponseFuture::failed(error)
+            }
+        }
+    }
+
+    /// The steady path, small enough to inline: when connected and neither
+    /// a classifier nor an idle timeout needs checking, the connection's
+    /// readiness (a failure goes through [`lost`](Self::lost)); otherwise
+    /// `None`, and the caller goes on to [`poll_slow`](Self::poll_slow).
     #[inline]
     pub(crate) fn poll_steady<Req>(
         &mut self,
@@ -214,7 +309,7 @@ impl<F, S> Machine<F, S> {
         S: Service<Req>,
         S::Error: Into<BoxError>,
     {
-        let (State::Connected { svc }, None) = (&mut self.state, &self.detector) else {
+        let (State::Connected { svc }, true) = (&mut self.state, self.steady) else {
             return None;
         };
         match svc.poll_ready(cx) {
@@ -228,8 +323,14 @@ impl<F, S> Machine<F, S> {
     }
 
     /// Connecting, waiting, reconnecting, and a connection whose response
-    /// errors are classified: makes every transition that is due, then
-    /// answers by the [readiness policy](Self::readiness).
+    /// errors are classified or whose idleness is timed: makes every
+    /// transition that is due, then answers by the
+    /// [readiness policy](Self::readiness).
+    ///
+    /// A connection that goes dormant here (closed for idleness, or lost
+    /// while idle) is dialled again in the same call, for the request that
+    /// polls; unless the machine [parks](Self::parks), and the task that
+    /// drives it waits for a request first.
     #[inline(never)]
     pub(crate) fn poll_slow<M, T, Req>(
         &mut self,
@@ -253,6 +354,15 @@ impl<F, S> Machine<F, S> {
             }
         }
         loop {
+            if self.config.idle_timeout.is_some() {
+                if self.parks && self.is_dormant() {
+                    return Poll::Pending;
+                }
+                if self.idle_expired(cx) {
+                    self.idle_close();
+                    continue;
+                }
+            }
             match &mut self.state {
                 State::Connected { svc } => match svc.poll_ready(cx) {
                     Poll::Ready(Ok(())) => return self.ready(),
@@ -265,7 +375,7 @@ impl<F, S> Machine<F, S> {
                         Poll::Ready(Ok(svc)) => self.connected(svc),
                         Poll::Ready(Err(e)) => self.attempt_failed(cause(e)),
                         Poll::Pending if self.timer.poll(cx).is_pending() => {
-                            return self.readiness()
+                            return self.readiness(cx)
                         }
                         Poll::Pending => {
                             let timeout = ConnectTimeout::new(self.config.connect_timeout);
@@ -279,12 +389,66 @@ impl<F, S> Machine<F, S> {
                     if Instant::now() >= *retry_at || self.timer.poll(cx).is_ready() {
                         self.start_attempt();
                     } else {
-                        return self.readiness();
+                        return self.readiness(cx);
                     }
                 }
-                State::Closed { .. } => return self.readiness(),
+                State::Closed { .. } => return self.readiness(cx),
             }
         }
+    }
+
+    /// With an idle timeout, while connected: whether the connection has
+    /// been idle for the timeout (by the clock, or by the timer). If not,
+    /// the timer is left armed to check back, no later than the idle
+    /// deadline: a request that ends does not wake the machine, so while
+    /// requests are in flight the timer comes back a timeout from now, and
+    /// when it fires before the deadline it is armed again for it. It is
+    /// reset only then, not on every request, and so it wakes the task that
+    /// polled when it was armed.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let (Some(limit), Some(activity)) = (self.config.idle_timeout, &self.activity) else {
+            return false;
+        };
+        if !matches!(self.state, State::Connected { .. }) {
+            return false;
+        }
+        let due = match activity.idle_since() {
+            Some(idle_since) => {
+                let idle_at = idle_since + limit;
+                if Instant::now() >= idle_at {
+                    return true;
+                }
+                idle_at
+            }
+            None => Instant::now() + limit,
+        };
+        let early_enough = self.timer.armed_at().is_some_and(|at| at <= due);
+        if !early_enough || self.timer.is_elapsed() {
+            self.timer.deadline(due);
+            // Registers this task: nothing else wakes it.
+            let _ = self.timer.poll(cx);
+        }
+        false
+    }
+
+    /// Whether the machine sits idle after an idle close, or a loss while
+    /// idle, waiting for a request to connect again.
+    pub(crate) fn is_dormant(&self) -> bool {
+        self.dormant && matches!(self.state, State::Idle)
+    }
+
+    /// A request has come for a dormant machine: the next `poll_ready`
+    /// connects.
+    pub(crate) fn resume(&mut self) {
+        self.dormant = false;
+    }
+
+    /// Makes the machine [park](Self::parks) and hands over its wait
+    /// timeout, for a task that drives it with no request in hand and times
+    /// each request's wait itself.
+    pub(crate) fn run_by_task(&mut self) -> Option<Duration> {
+        self.parks = true;
+        self.config.wait_timeout.take()
     }
 }
 

@@ -1,5 +1,7 @@
-//! The one timer of a service: the connect deadline while an attempt runs,
-//! the retry time while disconnected, nothing while connected.
+//! The timer of a service: the connect deadline while an attempt runs, the
+//! retry time while disconnected, the idle deadline while connected (with an
+//! idle timeout; nothing otherwise). The machine has a second one for a
+//! caller's wait (with a wait timeout).
 
 use std::{
     future::Future,
@@ -45,6 +47,17 @@ impl Timer {
     /// the future, which would make a paused clock jump there.
     pub(super) fn disarm(&mut self) {
         self.sleep = None;
+    }
+
+    /// When it fires, if armed.
+    pub(super) fn armed_at(&self) -> Option<Instant> {
+        self.sleep.as_ref().map(|sleep| sleep.deadline())
+    }
+
+    /// Whether it fired (without registering a waker); `true` when
+    /// disarmed.
+    pub(super) fn is_elapsed(&self) -> bool {
+        self.sleep.as_ref().is_none_or(|sleep| sleep.is_elapsed())
     }
 
     /// `Ready` once the time it was armed for has passed; `Ready` when

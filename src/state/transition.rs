@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::{Machine, State};
+use super::{Activity, Machine, State};
 use crate::{
     error::{Cause, ConnectionLost, GaveUp},
     watch::Phase,
@@ -21,6 +21,7 @@ impl<F, S> Machine<F, S> {
     #[cold]
     pub(super) fn start_attempt(&mut self) {
         let now = Instant::now();
+        self.dormant = false;
         self.attempt_start = now;
         self.timer.deadline(now + self.config.connect_timeout);
         self.state = State::Connecting { fut: None };
@@ -40,14 +41,27 @@ impl<F, S> Machine<F, S> {
     pub(super) fn connected(&mut self, svc: S) {
         self.connected_at = Instant::now();
         let attempt = self.published().attempt;
-        if self.generation > 0 || self.outage {
+        // After an idle close the new connection is routine, as the first.
+        let routine = std::mem::take(&mut self.idle_closed);
+        if (self.generation > 0 && !routine) || self.outage {
             tracing::info!(name = self.name(), attempt, "reconnected");
         } else {
             tracing::debug!(name = self.name(), attempt, "connected");
         }
         self.generation += 1;
-        // Once connected, no timer fires.
-        self.timer.disarm();
+        if !self.steady {
+            let report = self.detector.as_ref().map(|d| d.report(self.generation));
+            let timed = self.config.idle_timeout.is_some();
+            self.activity = Some(Activity::new(report, timed, self.connected_at));
+        }
+        // Once connected, no timer fires but the idle deadline, armed by
+        // the `poll_slow` loop that goes on from here.
+        if self.config.idle_timeout.is_none() {
+            self.timer.disarm();
+        }
+        // Any wait for a connection is over.
+        self.wait.disarm();
+        self.waited = false;
         self.state = State::Connected { svc };
         self.publisher.update(|s| {
             s.phase = Phase::Connected;
@@ -97,7 +111,10 @@ impl<F, S> Machine<F, S> {
     /// A connection that lived at least the first retry delay proved itself:
     /// the schedule starts afresh and the reconnect is due at once. One that
     /// died sooner counts as a failed attempt, so a peer that accepts and
-    /// closes is dialled on the growing schedule, never in a loop.
+    /// closes is dialled on the growing schedule, never in a loop. With an
+    /// idle timeout, a proven connection lost while no request was in
+    /// flight (a server closing it for idleness) leaves the machine dormant
+    /// instead: the next request connects, and nothing dials before it.
     #[cold]
     pub(crate) fn lost(&mut self, source: Option<Cause>) {
         if !matches!(self.state, State::Connected { .. }) {
@@ -106,18 +123,35 @@ impl<F, S> Machine<F, S> {
         let now = Instant::now();
         let cause: Cause = Arc::new(ConnectionLost::new(source));
         let proven = now.duration_since(self.connected_at) >= self.proof_of_life;
+        let idle = self.activity.take().is_some_and(|activity| {
+            self.config.idle_timeout.is_some() && activity.idle_since().is_some()
+        });
         // Drop the connection now; what follows publishes the phase.
         self.state = State::Idle;
         self.publisher.update(|s| s.disconnects += 1);
         if !proven {
             return self.attempt_failed(cause);
         }
-        // Losing a connection that served well is routine (servers close
-        // idle connections); only failing to get a new one is worth a warning.
-        tracing::info!(name = self.name(), %cause, "connection lost; reconnecting");
         self.warned = false;
         self.delays = self.config.backoff.iter();
         self.outage = false;
+        if idle {
+            // Redialling now would make a connection nobody asked for, which
+            // the idle timeout would close again.
+            tracing::info!(name = self.name(), %cause, "idle connection lost; reconnecting at the next request");
+            self.dormant = true;
+            self.timer.disarm();
+            self.publisher.update(|s| {
+                s.phase = Phase::Idle;
+                s.attempt = 0;
+                s.last_error = Some(cause);
+                s.retry_at = None;
+            });
+            return;
+        }
+        // Losing a connection that served well is routine (servers close
+        // idle connections); only failing to get a new one is worth a warning.
+        tracing::info!(name = self.name(), %cause, "connection lost; reconnecting");
         // The reconnect is due now but starts in `poll_ready`, so that its
         // connect deadline runs from when it is driven: after a
         // `mark_disconnected` the next `poll_ready` may come much later.
@@ -127,6 +161,30 @@ impl<F, S> Machine<F, S> {
             s.attempt = 0;
             s.last_error = Some(cause);
             s.retry_at = Some(now);
+        });
+    }
+
+    /// Connected → Idle: no request was in flight for the idle timeout.
+    /// Nothing failed, so it is no disconnect and no error, and, as after a
+    /// proven loss, the schedule starts afresh: the connection stayed up
+    /// until we closed it.
+    #[cold]
+    pub(super) fn idle_close(&mut self) {
+        tracing::debug!(name = self.name(), idle_timeout = ?self.config.idle_timeout, "closing idle connection");
+        self.state = State::Idle;
+        self.activity = None;
+        self.dormant = true;
+        self.idle_closed = true;
+        self.timer.disarm();
+        self.warned = false;
+        self.delays = self.config.backoff.iter();
+        self.outage = false;
+        self.publisher.update(|s| {
+            s.phase = Phase::Idle;
+            s.attempt = 0;
+            s.last_error = None;
+            s.retry_at = None;
+            s.idle_closes += 1;
         });
     }
 

@@ -151,7 +151,9 @@ impl ConnectionWatch {
 
     /// Waits until the connection is up: returns at once if it is up now.
     /// Returns [`Closed`] once the service is closed, instead of waiting
-    /// forever.
+    /// forever. While the service is [`Idle`](Phase::Idle) (before the first
+    /// request, or after an idle close) it waits for a request to connect
+    /// it.
     ///
     /// Equivalent to `async fn connected(&self) -> Result<(), Closed>`.
     ///

@@ -14,7 +14,10 @@ use crate::error::Cause;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Phase {
-    /// No connection and no attempt yet: nothing has asked for one.
+    /// No connection and no attempt: nothing has asked for one yet, or the
+    /// connection was closed for idleness
+    /// ([`idle_timeout`](crate::ReconnectLayer::idle_timeout)) and no
+    /// request has asked for a new one since. The next request connects.
     Idle = 0,
     /// The first attempt is running (or the first one after a healthy
     /// connection was lost). Requests wait for it.
@@ -54,6 +57,7 @@ pub struct ConnectionState {
     pub(crate) connects: u64,
     pub(crate) disconnects: u64,
     pub(crate) resent: u64,
+    pub(crate) idle_closes: u64,
 }
 
 impl ConnectionState {
@@ -66,6 +70,7 @@ impl ConnectionState {
             connects: 0,
             disconnects: 0,
             resent: 0,
+            idle_closes: 0,
         }
     }
 
@@ -118,9 +123,19 @@ impl ConnectionState {
     }
 
     /// How many times an established connection went away (lost, marked
-    /// disconnected, or dropped when the service closed).
+    /// disconnected, or dropped when the service closed). Idle closes are
+    /// not counted here but in [`idle_closes`](Self::idle_closes).
     pub const fn disconnects(&self) -> u64 {
         self.disconnects
+    }
+
+    /// How many times the connection was closed on purpose because no
+    /// request was in flight for the
+    /// [`idle_timeout`](crate::ReconnectLayer::idle_timeout). Every
+    /// connection made ends in one of the two counters or is the one up
+    /// now: `connects == disconnects + idle_closes` (+ 1 while connected).
+    pub const fn idle_closes(&self) -> u64 {
+        self.idle_closes
     }
 
     /// How many requests a connection handed back (see
@@ -144,6 +159,7 @@ impl fmt::Debug for ConnectionState {
             .field("connects", &self.connects)
             .field("disconnects", &self.disconnects)
             .field("resent", &self.resent)
+            .field("idle_closes", &self.idle_closes)
             .finish()
     }
 }

@@ -185,6 +185,9 @@ impl Service<&'static str> for Make {
 struct ConnState {
     broken: AtomicBool,
     busy: AtomicBool,
+    /// Responses wait for `release` while set.
+    held: AtomicBool,
+    released: tokio::sync::Notify,
     calls: AtomicUsize,
     polls: AtomicUsize,
     waker: Mutex<Option<Waker>>,
@@ -228,6 +231,17 @@ impl Conn {
         }
     }
 
+    /// Makes the responses to requests from now on wait until `release`.
+    pub fn hold(&self) {
+        self.state.held.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets every held response resolve, and later ones resolve at once.
+    pub fn release(&self) {
+        self.state.held.store(false, Ordering::SeqCst);
+        self.state.released.notify_waiters();
+    }
+
     /// How many requests reached this connection.
     pub fn calls(&self) -> usize {
         self.state.calls.load(Ordering::SeqCst)
@@ -264,7 +278,22 @@ impl Service<u32> for Conn {
 
     fn call(&mut self, n: u32) -> Self::Future {
         self.state.calls.fetch_add(1, Ordering::SeqCst);
+        let held = self
+            .state
+            .held
+            .load(Ordering::SeqCst)
+            .then(|| self.state.clone());
         Box::pin(async move {
+            if let Some(state) = held {
+                loop {
+                    // Made before the check, so a release in between wakes it.
+                    let released = state.released.notified();
+                    if !state.held.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    released.await;
+                }
+            }
             match n {
                 0 => Err(ConnError("broken pipe")),
                 n => Ok(n + 1),
