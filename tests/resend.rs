@@ -339,6 +339,88 @@ async fn http2_goaway_with_requests_waiting_loses_none() {
     client.close();
 }
 
+/// HTTP/2, a server that reads a request and then drops the connection
+/// without answering: a POST is not idempotent, so it fails and is never
+/// sent again; a GET on the same kind of connection is sent again once.
+#[tokio::test]
+async fn http2_connection_dropped_after_the_request_resends_only_the_get() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let processed = Arc::new(Mutex::new(HashMap::<u64, usize>::new()));
+    {
+        let processed = processed.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (drop_it, dropped) = tokio::sync::oneshot::channel::<()>();
+                let drop_it = Arc::new(Mutex::new(Some(drop_it)));
+                let processed = processed.clone();
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let (processed, drop_it) = (processed.clone(), drop_it.clone());
+                    async move {
+                        let id: u64 = req.headers()["x-request-id"]
+                            .to_str()
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        *processed.lock().unwrap().entry(id).or_insert(0) += 1;
+                        if req.headers().contains_key("x-drop") {
+                            // Processed, never answered: the connection goes.
+                            drop_it.lock().unwrap().take().map(|tx| tx.send(()));
+                            std::future::pending::<()>().await;
+                        }
+                        Ok::<_, Infallible>(Response::new(Body::from("ok")))
+                    }
+                });
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc);
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = dropped => {}
+                    }
+                });
+            }
+        });
+    }
+    let uri = format!("http://{addr}").parse().unwrap();
+    let client = ReconnectLayer::new(uri)
+        .backoff(Backoff::constant(Duration::from_millis(10)))
+        .wait_for_ready(true)
+        .layer(Http2Connector::new())
+        .spawn(8);
+    let watch = client.watch();
+    guard(watch.connected()).await.unwrap();
+    let send = |method: Method, id: u64, drop: bool| {
+        let mut req = Request::builder()
+            .method(method)
+            .uri("/")
+            .header("x-request-id", id);
+        if drop {
+            req = req.header("x-drop", "1");
+        }
+        client
+            .clone()
+            .oneshot(req.body(Body::from("payload")).unwrap())
+    };
+    // A first request, so the connection is a reused one.
+    guard(send(Method::GET, 0, false)).await.unwrap();
+
+    let err = guard(send(Method::POST, 1, true)).await.unwrap_err();
+    assert!(!err.is::<redial::error::Resend<Request<Body>>>(), "{err:?}");
+    assert_eq!(processed.lock().unwrap()[&1], 1, "the POST was sent once");
+    assert_eq!(watch.state().resent(), 0);
+
+    guard(watch.connected()).await.unwrap();
+    guard(send(Method::GET, 2, false)).await.unwrap();
+    // The GET is sent again and dropped again: the second time, its caller
+    // gets the error; the server saw it twice, never three times.
+    let _ = guard(send(Method::GET, 3, true)).await.unwrap_err();
+    assert_eq!(processed.lock().unwrap()[&3], 2, "the GET was sent twice");
+    assert_eq!(watch.state().resent(), 1);
+    client.close();
+}
+
 // ===== the shared handle's rules, on a scripted connection =====
 
 mod scripted {

@@ -247,7 +247,10 @@ impl<S> Conn<S> {
         S::fill_in(&self.origin, &mut req);
         let reused = self.sent > 0 || self.opened.elapsed() >= FRESH;
         self.sent += 1;
-        let copy = if S::HTTP2 || (reused && replay::idempotent(&req)) {
+        // Unanswered, a request may go again only if idempotent on a reused
+        // connection; refused (HTTP/2), whatever it is.
+        let again_if_unanswered = reused && replay::idempotent(&req);
+        let copy = if S::HTTP2 || again_if_unanswered {
             replay::copy(&req)
         } else {
             None
@@ -264,7 +267,7 @@ impl<S> Conn<S> {
             let err = err.into_error();
             match (copy, Fate::of(&err)) {
                 (Some(copy), Fate::Refused) => Err(Resend::unwritten(copy, err).into()),
-                (Some(copy), Fate::Unanswered) if reused => {
+                (Some(copy), Fate::Unanswered) if again_if_unanswered => {
                     Err(Resend::unanswered(copy, err).into())
                 }
                 _ => Err(err.into()),
