@@ -90,7 +90,11 @@ where
                         Err(error) => return Poll::Ready(Err(error)),
                     }
                 }
-                StateProj::Queued { rx } => match ready!(Wait::poll_answer(this.wait, rx, cx)) {
+                StateProj::Queued { rx } => match ready!(match this.wait {
+                    // Without a wait timeout, the answer alone.
+                    None => Pin::new(rx).poll(cx),
+                    Some(_) => Wait::poll_answer(this.wait, rx, cx),
+                }) {
                     // Sent: the response future is polled in this same poll.
                     Ok(Ok(fut)) => this.state.set(State::Sent { fut }),
                     Ok(Err(error)) => return Poll::Ready(Err(error)),
