@@ -17,6 +17,9 @@ pub struct Tally {
     pub ok: usize,
     pub failed_fast: usize,
     pub lost: usize,
+    /// Of `lost`, those the server never saw: never written, or sent to a
+    /// connection the server had stopped reading.
+    pub lost_unseen: usize,
     pub slowest: Duration,
 }
 
@@ -50,7 +53,12 @@ pub fn check_requests(case: Case, records: &[Record], seen: &[String]) -> Tally 
                     "{case}: {path} failed fast but was sent"
                 );
             }
-            Outcome::Lost => tally.lost += 1,
+            Outcome::Lost => {
+                tally.lost += 1;
+                if !unique.contains(path) {
+                    tally.lost_unseen += 1;
+                }
+            }
             Outcome::Closed | Outcome::Untyped | Outcome::Hung => {
                 panic!("{case}: {path}: {outcome:?} {:?}", record.error)
             }

@@ -134,6 +134,8 @@ pub struct Summary {
     pub ok: usize,
     pub failed_fast: usize,
     pub lost: usize,
+    /// Of `lost`, those the server never saw.
+    pub lost_unseen: usize,
     /// The longest a request took to resolve.
     pub slowest: Duration,
     /// Attempts during the fault window, and the schedule's bounds on them.
@@ -374,6 +376,7 @@ async fn round(case: Case) -> Summary {
         ok: tally.ok,
         failed_fast: tally.failed_fast,
         lost: tally.lost,
+        lost_unseen: tally.lost_unseen,
         slowest: tally.slowest,
         attempts: at_heal.attempt(),
         bounds,

@@ -121,7 +121,7 @@ where
     );
 }
 
-const HEADER: &str = "| fault | client | mode | proto | requests | ok | failed fast | errored | timed out | faults injected | connect attempts | accepts | connects / disconnects | time to recover (max) | slowest request | heap growth, 2nd round | wall |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+const HEADER: &str = "| fault | client | mode | proto | requests | ok | failed fast | errored, the server saw it | errored, the server never saw it | timed out | faults injected | connect attempts | accepts | connects / disconnects | time to recover (max) | slowest request | heap growth, 2nd round | wall |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 /// Prints a markdown table row for `report` (the header before the
 /// first). Counters the server and the watch keep for a whole run are left
@@ -138,7 +138,7 @@ pub fn print_row(case: &Case, r: &Report, whole_run: bool, growth: isize, wall: 
         ("–".to_owned(), "–".to_owned())
     };
     let row = format!(
-        "| {} | {:?} | {:?} | {:?} | {} | {} | {} | {} | {} | {} | {} | {accepts} | {connects} | {} ms | {} ms | {growth} B | {:.1} s |",
+        "| {} | {:?} | {:?} | {:?} | {} | {} | {} | {} | {} | {} | {} | {} | {accepts} | {connects} | {} ms | {} ms | {growth} B | {:.1} s |",
         case.fault,
         case.kind,
         case.mode,
@@ -146,7 +146,8 @@ pub fn print_row(case: &Case, r: &Report, whole_run: bool, growth: isize, wall: 
         c.requests(),
         c.ok,
         c.failed_fast,
-        c.errored,
+        c.errored - c.errored_unseen,
+        c.errored_unseen,
         c.timed_out,
         r.faults,
         r.dials,

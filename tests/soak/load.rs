@@ -64,6 +64,11 @@ pub struct Counts {
     pub ok: u64,
     pub failed_fast: u64,
     pub errored: u64,
+    /// Of `errored`, those the server never saw: a request the connection
+    /// never wrote, or that the server dropped unread. GETs among them
+    /// would have been sent again; these requests are POSTs, which are
+    /// not, unless never written.
+    pub errored_unseen: u64,
     pub timed_out: u64,
     pub slowest: Duration,
 }
@@ -87,6 +92,7 @@ impl Counts {
         self.ok += other.ok;
         self.failed_fast += other.failed_fast;
         self.errored += other.errored;
+        self.errored_unseen += other.errored_unseen;
         self.timed_out += other.timed_out;
         self.slowest = self.slowest.max(other.slowest);
     }
@@ -119,6 +125,13 @@ impl Tally {
             self.by_tag.resize(tag + 1, Counts::default());
         }
         self.by_tag[tag].add(outcome, took);
+    }
+
+    fn errored_unseen(&mut self, tag: usize) {
+        if self.by_tag.len() <= tag {
+            self.by_tag.resize(tag + 1, Counts::default());
+        }
+        self.by_tag[tag].errored_unseen += 1;
     }
 
     fn merge(&mut self, other: Tally) {
@@ -255,6 +268,9 @@ async fn caller(mut c: Caller) -> Tally {
                 });
             }
             Outcome::FailedFast => tally.failed_fast_ids.push(id),
+            // The server books a request before it resets the connection
+            // under it, so by now it has seen the ones it will ever see.
+            Outcome::Errored if !c.book.seen(id) => tally.errored_unseen(*c.tag.borrow()),
             _ => {}
         }
         // The phase it ended in: where a fault ends requests.
