@@ -70,6 +70,8 @@ async fn http1_idle_close_race_loses_no_get() {
 #[tokio::test]
 async fn http1_idle_close_race_never_sends_a_post_twice() {
     let race = race(Method::POST).await;
+    // The race did happen: the server closed connections under the caller.
+    assert!(race.failed > 0 && race.connects > 1, "{race:?}");
     assert!(
         race.processed.values().all(|&n| n == 1),
         "a POST reached the server twice"
@@ -289,10 +291,20 @@ async fn http2_goaway_with_requests_waiting_loses_none() {
     }
 
     let uri = format!("http://{addr}").parse().unwrap();
+    // Counts the requests handed to a connection, so the test waits for
+    // the event rather than for time.
+    let (handed, mut handed_rx) = watch::channel(0_u64);
+    let connector = Http2Connector::new().map_response(move |conn| {
+        let handed = handed.clone();
+        tower::util::MapRequest::new(conn, move |req: Request<Body>| {
+            handed.send_modify(|n| *n += 1);
+            req
+        })
+    });
     let client = ReconnectLayer::new(uri)
         .backoff(Backoff::constant(Duration::from_millis(10)))
         .wait_for_ready(true)
-        .layer(Http2Connector::new())
+        .layer(connector)
         .spawn(64);
     let watch = client.watch();
     guard(watch.connected()).await.unwrap();
@@ -307,9 +319,11 @@ async fn http2_goaway_with_requests_waiting_loses_none() {
     let held = get(0);
     guard(seen_rx.wait_for(|&n| n == 1)).await.unwrap();
     let waiting: Vec<_> = (1..=WAITING).map(get).collect();
-    // Let every waiting request reach the connection: one waits for a
+    // Every waiting request has reached the connection: one waits for a
     // stream, the rest in hyper's queue.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    guard(handed_rx.wait_for(|&n| n == WAITING + 1))
+        .await
+        .unwrap();
     assert_eq!(
         *seen_rx.borrow(),
         1,
@@ -407,7 +421,7 @@ async fn http2_connection_dropped_after_the_request_resends_only_the_get() {
     guard(send(Method::GET, 0, false)).await.unwrap();
 
     let err = guard(send(Method::POST, 1, true)).await.unwrap_err();
-    assert!(!err.is::<redial::error::Resend<Request<Body>>>(), "{err:?}");
+    assert!(err.is::<hyper::Error>(), "hyper's own error: {err:?}");
     assert_eq!(processed.lock().unwrap()[&1], 1, "the POST was sent once");
     assert_eq!(watch.state().resent(), 0);
 
@@ -415,7 +429,11 @@ async fn http2_connection_dropped_after_the_request_resends_only_the_get() {
     guard(send(Method::GET, 2, false)).await.unwrap();
     // The GET is sent again and dropped again: the second time, its caller
     // gets the error; the server saw it twice, never three times.
-    let _ = guard(send(Method::GET, 3, true)).await.unwrap_err();
+    let err = guard(send(Method::GET, 3, true)).await.unwrap_err();
+    assert!(
+        err.is::<hyper::Error>(),
+        "hyper's own error, not the Resend: {err:?}"
+    );
     assert_eq!(processed.lock().unwrap()[&3], 2, "the GET was sent twice");
     assert_eq!(watch.state().resent(), 1);
     client.close();
@@ -601,7 +619,8 @@ mod scripted {
         let script = Script::new([Answer::Unwritten(Duration::from_millis(10))]);
         let shared = layer().layer(script.make()).spawn(8);
         let watch = shared.watch();
-        watch.connected().await.unwrap();
+        // Proven: a young connection's loss would fail fast by itself.
+        proven(&watch).await;
         let pending = tokio::spawn(shared.clone().oneshot(7));
         // The peer goes away before the request comes back.
         script.refuse.store(true, Ordering::SeqCst);

@@ -353,8 +353,9 @@ impl<B: Body + Send + 'static> Sender<B> for http2::SendRequest<B> {
 /// - on HTTP/2, the server refused the stream (`REFUSED_STREAM`), whatever
 ///   the method, if the body can be sent twice;
 /// - the request is idempotent (GET, HEAD, OPTIONS, TRACE, PUT, DELETE, or
-///   an `Idempotency-Key` header), the connection had been sent a request
-///   before, the body can be sent twice, and the connection closed before
+///   an `Idempotency-Key` header), the connection is a reused one (it had
+///   been sent a request before, or had stood open 1 ms or more before its
+///   first, as an eager connection does), the body can be sent twice, and the connection closed before
 ///   any response arrived (hyper's incomplete-message error, a reset
 ///   socket, a `GOAWAY`).
 ///
