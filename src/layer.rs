@@ -229,9 +229,12 @@ impl<T> ReconnectLayer<T> {
     /// (it waits for the attempt, never fails because of the close).
     ///
     /// - **In flight** means from `call` until the response future resolves
-    ///   or is dropped. For HTTP that is until the response head arrives: a
-    ///   body still streaming after that is not counted, so set the timeout
-    ///   above the longest body you expect. The idle clock starts when the
+    ///   or is dropped. For HTTP that is until the response head arrives. A
+    ///   body still streaming after that is not lost: `redial::http`'s
+    ///   connections let go of the connection without cutting it, and hyper
+    ///   reads every body to its end before it closes the socket. Until
+    ///   then the old socket stays open beside any new one, and a response
+    ///   held unread keeps an HTTP/2 socket open. The idle clock starts when the
     ///   connection is made and again whenever the last request in flight
     ///   ends. A connection with a response pending is never closed for
     ///   idleness, however long the response takes.
