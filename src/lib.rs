@@ -94,8 +94,9 @@
 //! waits for the connection in wait-for-ready mode and fails fast with
 //! [`Unavailable`](error::Unavailable) otherwise. A plain [`Reconnect`]
 //! cannot (the caller holds its response future), so the caller gets the
-//! `Resend`, with the request in it. [`ConnectionState::resent`] counts
-//! them. The `http` connections follow these rules exactly; see
+//! `Resend`, with the request in it, as does a caller of `Shared` whose
+//! request is handed back a second time. [`ConnectionState::resent`] counts
+//! requests sent again. The `http` connections follow these rules exactly; see
 //! `http::ResponseFuture` (feature `http`).
 //!
 //! # Choices worth knowing

@@ -31,9 +31,12 @@ use tower::BoxError;
 ///   `shouldRetryRequest`). The connection hands back a copy it kept.
 ///
 /// Its [`source`](Error::source) is the connection's own error, and its
-/// message says which case it is. When a request handed back once is
-/// handed back again, `Shared` gives the caller the connection's own error
-/// (the source), not this type: a request is sent at most twice.
+/// message says which case it is. A request is sent at most twice: when
+/// one handed back once is handed back again, `Shared` gives the caller
+/// this error too. So a caller that gets a `Resend` holds a request that
+/// was not processed, or that is safe to send again, and can send it
+/// again itself ([`into_request`](Self::into_request)); any other error of
+/// a request that reached a connection means it may have been processed.
 ///
 /// # Examples
 ///

@@ -16,7 +16,7 @@ use tower::{BoxError, Service};
 
 use super::deadline::{deadline_status, grpc_timeout, wait_status};
 use crate::{
-    error::{Closed, ConnectFailed, ConnectTimeout, GaveUp, NotReady, Unavailable},
+    error::{Closed, ConnectFailed, ConnectTimeout, GaveUp, NotReady, Resend, Unavailable},
     http::SharedHttp2,
     ConnectionWatch,
 };
@@ -304,8 +304,9 @@ impl fmt::Debug for ResponseFuture {
 
 /// A call that never reached the server becomes an `Unavailable` status
 /// with redial's message and error as its source (`DeadlineExceeded` if it
-/// waited out the wait timeout); anything else is left for tonic to read,
-/// as it reads its own `Channel`'s errors.
+/// waited out the wait timeout), as does one handed back unwritten twice;
+/// anything else is left for tonic to read, as it reads its own
+/// `Channel`'s errors.
 fn to_status(error: BoxError) -> BoxError {
     if let Some(waited) = error
         .downcast_ref::<Unavailable>()
@@ -318,7 +319,10 @@ fn to_status(error: BoxError) -> BoxError {
         || error.is::<GaveUp>()
         || error.is::<NotReady>()
         || error.is::<ConnectFailed>()
-        || error.is::<ConnectTimeout>();
+        || error.is::<ConnectTimeout>()
+        || error
+            .downcast_ref::<Resend<Request<Body>>>()
+            .is_some_and(Resend::is_unwritten);
     if !unsent {
         return error;
     }
@@ -350,6 +354,7 @@ mod tests {
             Box::new(NotReady::new()),
             Box::new(ConnectFailed::new(std::io::Error::other("refused"))),
             Box::new(ConnectTimeout::new(Duration::from_secs(1))),
+            Box::new(Resend::unwritten(Request::new(Body::empty()), "closed")),
         ];
         for error in unsent {
             let message = error.to_string();
@@ -359,6 +364,9 @@ mod tests {
             assert!(status.source().is_some());
         }
         assert_eq!(code("something else".into()), None);
+        // Written and unanswered: tonic reads the connection's error.
+        let unanswered = Resend::unanswered(Request::new(Body::empty()), "closed");
+        assert_eq!(code(Box::new(unanswered)), None);
     }
 
     /// A call that waited out the wait timeout is `DeadlineExceeded`,

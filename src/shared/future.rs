@@ -83,9 +83,10 @@ where
                     match error.downcast::<Resend<Req>>() {
                         Ok(resend) => match this.resend.take() {
                             Some(tx) => this.state.set(send_again(&tx, *resend, this.wait)),
-                            // Handed back a second time: the caller gets
-                            // the connection's own error.
-                            None => return Poll::Ready(Err(resend.into_error())),
+                            // Handed back a second time: not sent a third;
+                            // the caller gets the `Resend`, with the
+                            // request and the connection's error in it.
+                            None => return Poll::Ready(Err(resend)),
                         },
                         Err(error) => return Poll::Ready(Err(error)),
                     }

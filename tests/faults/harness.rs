@@ -16,7 +16,7 @@ use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use redial::{
-    error::{Closed, ConnectTimeout, ConnectionLost, Unavailable},
+    error::{Closed, ConnectTimeout, ConnectionLost, Resend, Unavailable},
     http::{ConnectionClosed, Http1Connector, Http2Connector},
     Backoff, ConnectionWatch, ReconnectLayer,
 };
@@ -151,8 +151,14 @@ pub enum Outcome {
     Ok,
     /// `Unavailable`: failed fast, never sent.
     FailedFast,
-    /// hyper's error: on a connection that died under it.
+    /// hyper's error: on a connection that died under it, which may have
+    /// delivered it.
     Lost,
+    /// `Resend`: the connection handed it back, never written or
+    /// idempotent and unanswered, and it could not be sent again (a plain
+    /// `Reconnect` cannot; `Shared` sends it once more, and gives it back
+    /// only if the next connection hands it back too).
+    HandedBack,
     /// `Closed`.
     Closed,
     /// Neither a redial error nor hyper's: the case fails.
@@ -277,6 +283,9 @@ fn classify(path: &str, result: Result<String, BoxError>) -> (Outcome, Option<St
         }
     } else if find::<Closed>(&*err).is_some() {
         Outcome::Closed
+    } else if find::<Resend<Request<Body>>>(&*err).is_some() {
+        // Before hyper's error, which is its source.
+        Outcome::HandedBack
     } else if find::<hyper::Error>(&*err).is_some() {
         Outcome::Lost
     } else {

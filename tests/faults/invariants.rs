@@ -20,6 +20,9 @@ pub struct Tally {
     /// Of `lost`, those the server never saw: never written, or sent to a
     /// connection the server had stopped reading.
     pub lost_unseen: usize,
+    /// Handed back by the connection (never written, or idempotent and
+    /// unanswered) and not sent again.
+    pub handed_back: usize,
     pub slowest: Duration,
 }
 
@@ -59,6 +62,7 @@ pub fn check_requests(case: Case, records: &[Record], seen: &[String]) -> Tally 
                     tally.lost_unseen += 1;
                 }
             }
+            Outcome::HandedBack => tally.handed_back += 1,
             Outcome::Closed | Outcome::Untyped | Outcome::Hung => {
                 panic!("{case}: {path}: {outcome:?} {:?}", record.error)
             }
@@ -66,7 +70,7 @@ pub fn check_requests(case: Case, records: &[Record], seen: &[String]) -> Tally 
     }
     let answered_or_lost: HashSet<&String> = records
         .iter()
-        .filter(|r| matches!(r.outcome, Outcome::Ok | Outcome::Lost))
+        .filter(|r| matches!(r.outcome, Outcome::Ok | Outcome::Lost | Outcome::HandedBack))
         .map(|r| &r.path)
         .collect();
     assert!(

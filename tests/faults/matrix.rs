@@ -136,6 +136,9 @@ pub struct Summary {
     pub lost: usize,
     /// Of `lost`, those the server never saw.
     pub lost_unseen: usize,
+    /// Handed back, never written or idempotent-unanswered, and not sent
+    /// again.
+    pub handed_back: usize,
     /// The longest a request took to resolve.
     pub slowest: Duration,
     /// Attempts during the fault window, and the schedule's bounds on them.
@@ -377,6 +380,7 @@ async fn round(case: Case) -> Summary {
         failed_fast: tally.failed_fast,
         lost: tally.lost,
         lost_unseen: tally.lost_unseen,
+        handed_back: tally.handed_back,
         slowest: tally.slowest,
         attempts: at_heal.attempt(),
         bounds,

@@ -10,10 +10,11 @@ use crate::{
 pub fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "| fault | proto | client | mode | requests | ok | failed fast | lost in flight, the server saw it | lost in flight, never seen | timed out | \
+        "| fault | proto | client | mode | requests | ok | failed fast | lost in flight, may have reached the server: seen by it | … not seen | \
+         lost in flight, never written or idempotent-unanswered | timed out | \
          slowest | attempts in 1 s (schedule) | server accepts | cause during the fault | recovery |"
     );
-    println!("|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|");
+    println!("|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|");
     for row in rows {
         let Row { case, first: s, .. } = row;
         let fault = match s.hole {
@@ -40,12 +41,13 @@ pub fn print_table(rows: &[Row]) {
         println!(
             // A request past its deadline + 1 s fails the case: "timed out"
             // is 0 in every row printed.
-            "| {fault} | {proto} | {kind} | {mode} | {} | {} | {} | {} | {} | 0 | {} ms | {} ({}–{}) | {accepts} | {} | {} ms |",
+            "| {fault} | {proto} | {kind} | {mode} | {} | {} | {} | {} | {} | {} | 0 | {} ms | {} ({}–{}) | {accepts} | {} | {} ms |",
             s.requests,
             s.ok,
             s.failed_fast,
             s.lost - s.lost_unseen,
             s.lost_unseen,
+            s.handed_back,
             s.slowest.as_millis(),
             s.attempts,
             s.bounds.0,

@@ -121,7 +121,7 @@ where
     );
 }
 
-const HEADER: &str = "| fault | client | mode | proto | requests | ok | failed fast | errored, the server saw it | errored, the server never saw it | timed out | faults injected | connect attempts | accepts | connects / disconnects | time to recover (max) | slowest request | heap growth, 2nd round | wall |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+const HEADER: &str = "| fault | client | mode | proto | requests | ok | failed fast | errored, may have reached the server: seen by it | … not seen | never written or idempotent-unanswered | timed out | faults injected | connect attempts | accepts | connects / disconnects | time to recover (max) | slowest request | heap growth, 2nd round | wall |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 /// Prints a markdown table row for `report` (the header before the
 /// first). Counters the server and the watch keep for a whole run are left
@@ -138,7 +138,7 @@ pub fn print_row(case: &Case, r: &Report, whole_run: bool, growth: isize, wall: 
         ("–".to_owned(), "–".to_owned())
     };
     let row = format!(
-        "| {} | {:?} | {:?} | {:?} | {} | {} | {} | {} | {} | {} | {} | {} | {accepts} | {connects} | {} ms | {} ms | {growth} B | {:.1} s |",
+        "| {} | {:?} | {:?} | {:?} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {accepts} | {connects} | {} ms | {} ms | {growth} B | {:.1} s |",
         case.fault,
         case.kind,
         case.mode,
@@ -148,6 +148,7 @@ pub fn print_row(case: &Case, r: &Report, whole_run: bool, growth: isize, wall: 
         c.failed_fast,
         c.errored - c.errored_unseen,
         c.errored_unseen,
+        c.handed_back,
         c.timed_out,
         r.faults,
         r.dials,
@@ -200,10 +201,10 @@ pub fn check_requests(case: &Case, tally: &Tally, book: &Book) -> Counts {
 /// them: each caller has at most one request on it. (Twice that, for a
 /// caller whose next request beats the client to noticing the loss.)
 pub fn check_errors(case: &Case, total: &Counts, callers: usize, lost: u64) {
+    let errors = total.errored + total.handed_back;
     assert!(
-        total.errored <= 2 * callers as u64 * lost,
-        "{case:?}: {} errors for {lost} lost connections",
-        total.errored
+        errors <= 2 * callers as u64 * lost,
+        "{case:?}: {errors} errors for {lost} lost connections",
     );
 }
 

@@ -17,7 +17,7 @@ use std::{
 
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use redial::error::Unavailable;
+use redial::error::{Resend, Unavailable};
 use tokio::{
     sync::watch,
     task::JoinHandle,
@@ -40,8 +40,12 @@ pub enum Outcome {
     Ok,
     /// `Unavailable`: refused by redial without being sent.
     FailedFast,
-    /// The inner service's error (hyper's): the connection failed under it.
+    /// The inner service's error (hyper's): the connection failed under it,
+    /// and may have delivered it.
     Errored,
+    /// `Resend`: the connection handed it back (never written, or
+    /// idempotent and unanswered) and it was not sent again.
+    HandedBack,
     /// Not resolved by its deadline + [`GRACE`].
     TimedOut,
 }
@@ -51,6 +55,9 @@ pub enum Outcome {
 pub fn classify(err: &BoxError) -> Result<Outcome, String> {
     if err.is::<Unavailable>() {
         Ok(Outcome::FailedFast)
+    } else if find::<Resend<Request<Body>>>(&**err).is_some() {
+        // Before hyper's error, which is its source.
+        Ok(Outcome::HandedBack)
     } else if find::<hyper::Error>(&**err).is_some() {
         Ok(Outcome::Errored)
     } else {
@@ -69,13 +76,15 @@ pub struct Counts {
     /// would have been sent again; these requests are POSTs, which are
     /// not, unless never written.
     pub errored_unseen: u64,
+    /// Handed back by the connection and not sent again.
+    pub handed_back: u64,
     pub timed_out: u64,
     pub slowest: Duration,
 }
 
 impl Counts {
     pub fn requests(&self) -> u64 {
-        self.ok + self.failed_fast + self.errored + self.timed_out
+        self.ok + self.failed_fast + self.errored + self.handed_back + self.timed_out
     }
 
     fn add(&mut self, outcome: Outcome, took: Duration) {
@@ -83,6 +92,7 @@ impl Counts {
             Outcome::Ok => self.ok += 1,
             Outcome::FailedFast => self.failed_fast += 1,
             Outcome::Errored => self.errored += 1,
+            Outcome::HandedBack => self.handed_back += 1,
             Outcome::TimedOut => self.timed_out += 1,
         }
         self.slowest = self.slowest.max(took);
@@ -93,6 +103,7 @@ impl Counts {
         self.failed_fast += other.failed_fast;
         self.errored += other.errored;
         self.errored_unseen += other.errored_unseen;
+        self.handed_back += other.handed_back;
         self.timed_out += other.timed_out;
         self.slowest = self.slowest.max(other.slowest);
     }

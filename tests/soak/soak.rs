@@ -269,8 +269,8 @@ async fn lane(case: Case, end: Instant) -> LaneReport {
     }
     let serve = report.phases[0].counts;
     assert_eq!(
-        (serve.failed_fast, serve.errored),
-        (0, 0),
+        (serve.failed_fast, serve.errored, serve.handed_back),
+        (0, 0, 0),
         "{case:?}: requests failed with no fault"
     );
     for fault in [1, 2] {
