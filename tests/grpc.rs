@@ -157,8 +157,9 @@ async fn closed_channel_answers_unavailable() {
 
 /// Waiting for ready with the server away, a call ends at its deadline,
 /// the endpoint's or the request's `grpc-timeout`, whichever is shorter,
-/// with `DeadlineExceeded` naming the last connect error.
-#[tokio::test]
+/// with `DeadlineExceeded` naming the last connect error. On a paused
+/// clock, so "at" is exact.
+#[tokio::test(start_paused = true)]
 async fn wait_for_ready_calls_end_at_their_deadline() {
     support::trace_init();
     const TIMEOUT: Duration = Duration::from_millis(200);
@@ -175,7 +176,7 @@ async fn wait_for_ready_calls_end_at_their_deadline() {
 
     let started = Instant::now();
     let status = guard(check(&channel)).await.unwrap_err();
-    assert!(started.elapsed() >= TIMEOUT, "{:?}", started.elapsed());
+    assert_eq!(started.elapsed(), TIMEOUT);
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(status.message().contains("200ms"), "{status:?}");
     assert!(status.message().contains("failed to connect"), "{status:?}");
@@ -187,7 +188,7 @@ async fn wait_for_ready_calls_end_at_their_deadline() {
     let status = guard(HealthClient::new(channel.clone()).check(request))
         .await
         .unwrap_err();
-    assert!(started.elapsed() >= SHORTER, "{:?}", started.elapsed());
+    assert_eq!(started.elapsed(), SHORTER);
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     // The shorter deadline was the one that ran out.
     assert!(status.message().contains("80ms"), "{status:?}");
@@ -195,8 +196,9 @@ async fn wait_for_ready_calls_end_at_their_deadline() {
 
 /// Waiting for ready with the server away, the endpoint's `wait_timeout`
 /// ends a call with `DeadlineExceeded`, naming the last connect error,
-/// redial's `Unavailable` (never sent) as the source.
-#[tokio::test]
+/// redial's `Unavailable` (never sent) as the source. On a paused clock,
+/// so the wait is exact.
+#[tokio::test(start_paused = true)]
 async fn wait_timeout_ends_a_waiting_call_with_deadline_exceeded() {
     support::trace_init();
     const WAIT: Duration = Duration::from_millis(100);
@@ -212,7 +214,7 @@ async fn wait_timeout_ends_a_waiting_call_with_deadline_exceeded() {
 
     let started = Instant::now();
     let status = guard(check(&channel)).await.unwrap_err();
-    assert!(started.elapsed() >= WAIT, "{:?}", started.elapsed());
+    assert_eq!(started.elapsed(), WAIT);
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(
         status.message().contains("wait timeout of 100ms"),
@@ -272,7 +274,8 @@ async fn graceful_shutdown_lets_open_calls_finish() {
     settle(
         "listener closed",
         Duration::from_secs(5),
-        || std::net::TcpStream::connect(server.addr).is_ok(),
+        // A bounded, blocking probe: on loopback a refusal is immediate.
+        || std::net::TcpStream::connect_timeout(&server.addr, Duration::from_millis(50)).is_ok(),
         |open| !open,
     )
     .await;

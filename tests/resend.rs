@@ -783,9 +783,9 @@ mod scripted {
         /// it back unwritten now or later, hand it back unanswered), the
         /// peer's outages, the mode and a close at any time: every caller
         /// gets an answer, no request reaches a connection more than
-        /// twice, an answer is the caller's own, a request sent twice was
-        /// handed back first, a caller gets a `Resend` only for a request
-        /// handed back twice, and the watch counts exactly the requests
+        /// twice, an answer is the caller's own, a request sent twice went
+        /// to two different connections, a caller gets a `Resend` only for
+        /// a request sent twice, and the watch counts exactly the requests
         /// sent again.
         #[test]
         fn every_request_is_answered_and_sent_at_most_twice(
