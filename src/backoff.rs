@@ -310,6 +310,13 @@ impl fmt::Debug for Delays {
     }
 }
 
+/// `d` spread uniformly over ±`fraction` of itself, for deadlines that many
+/// connections would otherwise reach at once.
+pub(crate) fn spread(d: Duration, fraction: f64) -> Duration {
+    let factor = 1.0 + fraction * (2.0 * Rng::new().next_f64() - 1.0);
+    Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(d)
+}
+
 /// splitmix64: enough randomness to spread retries, seeded from the
 /// standard library's per-instance random hasher keys, so no extra
 /// dependency is needed.

@@ -324,6 +324,9 @@ pub enum ConfigError {
     /// The wait timeout is zero, which would fail every request that has to
     /// wait for a connection at once.
     WaitTimeoutNotPositive,
+    /// The maximum connection age is zero, which would replace every
+    /// connection as soon as it is made.
+    MaxConnectionAgeNotPositive,
 }
 
 impl fmt::Display for ConfigError {
@@ -351,6 +354,9 @@ impl fmt::Display for ConfigError {
             }
             Self::IdleTimeoutNotPositive => f.write_str("idle timeout must be greater than zero"),
             Self::WaitTimeoutNotPositive => f.write_str("wait timeout must be greater than zero"),
+            Self::MaxConnectionAgeNotPositive => {
+                f.write_str("maximum connection age must be greater than zero")
+            }
         }
     }
 }

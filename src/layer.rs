@@ -18,6 +18,7 @@ pub(crate) struct Config {
     pub(crate) classifier: Option<Arc<Classifier>>,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) wait_timeout: Option<Duration>,
+    pub(crate) max_connection_age: Option<Duration>,
 }
 
 impl Config {
@@ -34,6 +35,9 @@ impl Config {
         if self.wait_timeout.is_some_and(|d| d.is_zero()) {
             return Err(ConfigError::WaitTimeoutNotPositive);
         }
+        if self.max_connection_age.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::MaxConnectionAgeNotPositive);
+        }
         self.backoff.validate()
     }
 }
@@ -49,6 +53,7 @@ impl Default for Config {
             classifier: None,
             idle_timeout: None,
             wait_timeout: None,
+            max_connection_age: None,
         }
     }
 }
@@ -64,6 +69,7 @@ impl fmt::Debug for Config {
             .field("disconnect_on", &self.classifier.is_some())
             .field("idle_timeout", &self.idle_timeout)
             .field("wait_timeout", &self.wait_timeout)
+            .field("max_connection_age", &self.max_connection_age)
             .finish()
     }
 }
@@ -287,6 +293,52 @@ impl<T> ReconnectLayer<T> {
     /// however long it is idle.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.config.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Replaces a connection once it is `age` old (spread by ±10 % per
+    /// connection, so that connections made together are not replaced
+    /// together): a new connection is made first, while the old one goes on
+    /// serving, and only once the new one is up does it take the requests;
+    /// the old one is then let go, and what it has in flight finishes on it
+    /// (`redial::http`'s connections close the socket after the last
+    /// response). No request waits or fails for it.
+    ///
+    /// This is how a client keeps up with a service that scales out: a
+    /// long-lived connection stays on the replica it was first given, while
+    /// a new one is balanced afresh (by DNS, a load balancer, or a pool's
+    /// discovery). gRPC servers force the same with `MaxConnectionAge`.
+    ///
+    /// - **Counted.** The watch stays `Connected` through it; a replacement
+    ///   counts in `connects` and in
+    ///   [`replaced`](crate::ConnectionState::replaced), never in
+    ///   `disconnects`, and leaves no `last_error`.
+    /// - **When the new connection cannot be made**, the old one is kept,
+    ///   the failure is logged at warn level (at debug after the first in a
+    ///   row), and the replacement is tried again on the backoff schedule,
+    ///   counted from this attempt's start. Losing the old connection in
+    ///   the meantime drops the replacement attempt and reconnects as any
+    ///   loss does.
+    /// - **Who acts.** A [`Shared`](crate::Shared) handle's task does, on
+    ///   time. A plain [`Reconnect`](crate::Reconnect) acts in `poll_ready`,
+    ///   as for any attempt: its timer wakes the task that drives it.
+    /// - **With an idle timeout**, an idle close ends the connection and
+    ///   any replacement under way.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use redial::ReconnectLayer;
+    ///
+    /// // Move to a fresh connection every 5 minutes or so.
+    /// let layer = ReconnectLayer::new("10.0.0.7:443")
+    ///     .max_connection_age(Duration::from_secs(300));
+    /// # let _ = layer;
+    /// ```
+    ///
+    /// Must be greater than zero. Default is none: a healthy connection is
+    /// kept for as long as it lasts.
+    pub fn max_connection_age(mut self, age: Duration) -> Self {
+        self.config.max_connection_age = Some(age);
         self
     }
 

@@ -211,17 +211,17 @@ where
         );
         let (tx, rx) = mpsc::channel(bound);
         let handle = Arc::new(Handle::default());
-        let (resend, resend_rx) = Resender::new(handle.clone());
+        let resend = Resender::new(handle.clone());
         let watch = service.watch();
         let wait_timeout = service.run_by_task();
-        let worker = Worker::new(service, rx, resend_rx, eager, handle.clone());
+        let worker = Worker::new(service, rx, resend.clone(), eager, handle.clone());
         tokio::spawn(worker.run());
         Self {
             tx: QueueTx::new(tx.clone()),
             closer: Arc::new(Closer {
                 handle,
                 tx,
-                resend: Arc::new(resend),
+                resend,
                 wait_timeout,
             }),
             watch,

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tower::{BoxError, Service};
 
 use super::{
-    message::{Message, ResendRx},
+    message::{Message, Resender},
     signal::{Signal, CLOSE, MARK_DISCONNECTED, RESEND, RESET_BACKOFF},
 };
 use crate::{error::Closed, Reconnect};
@@ -64,7 +64,7 @@ struct Inbox<Req, F> {
     rx: mpsc::Receiver<Message<Req, F>>,
     /// Requests a connection handed back, to send again: read first, and
     /// only after the `RESEND` signal says one is there.
-    resend: ResendRx<Req, F>,
+    resend: Arc<Resender<Req, F>>,
     resend_pending: bool,
     /// A request received before the service was ready (a lazy task's
     /// first).
@@ -82,7 +82,7 @@ where
     pub(crate) fn new(
         service: Reconnect<M, T>,
         rx: mpsc::Receiver<Msg<M, T, Req>>,
-        resend: ResendRx<Req, Fut<M, T, Req>>,
+        resend: Arc<Resender<Req, Fut<M, T, Req>>>,
         eager: bool,
         handle: Arc<Handle>,
     ) -> Self {
@@ -131,7 +131,7 @@ where
     /// is empty and no slot is reserved; then `Ready`, and the task ends.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         // Closed above, so nothing more can arrive there.
-        while let Ok(msg) = self.inbox.resend.try_recv() {
+        while let Some(msg) = self.inbox.resend.try_recv() {
             let _ = msg.tx.send(Err(self.handle.closed_error()));
         }
         while let Some(msg) = ready!(self.inbox.rx.poll_recv(cx)) {
@@ -233,8 +233,8 @@ impl<Req, F> Inbox<Req, F> {
         // No waker here: a request put there also sends `RESEND`.
         if self.resend_pending {
             match self.resend.try_recv() {
-                Ok(msg) => return Poll::Ready(Some((msg, true))),
-                Err(_) => self.resend_pending = false,
+                Some(msg) => return Poll::Ready(Some((msg, true))),
+                None => self.resend_pending = false,
             }
         }
         self.rx.poll_recv(cx).map(|msg| msg.map(|msg| (msg, false)))

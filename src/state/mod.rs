@@ -9,6 +9,7 @@
 //! states and their transitions.
 
 mod activity;
+mod age;
 mod timer;
 mod transition;
 
@@ -26,7 +27,7 @@ use tower::{BoxError, Service};
 use tracing::{instrument::Instrumented, Instrument};
 
 pub(crate) use self::activity::InFlight;
-use self::{activity::Activity, timer::Timer};
+use self::{activity::Activity, age::Aging, timer::Timer};
 use crate::{
     backoff::Delays,
     classify::Detector,
@@ -86,8 +87,8 @@ pub(crate) struct Machine<F, S> {
     /// That `Ready(Ok)` ended a wait that ran out (`wait_timeout`): the
     /// `call` fails with `Unavailable`, saying so.
     waited: bool,
-    /// Neither a classifier nor an idle timeout: a connected `poll_ready`
-    /// can take the steady path.
+    /// No classifier, no idle timeout and no maximum age: a connected
+    /// `poll_ready` can take the steady path.
     steady: bool,
     /// Idle because the connection was closed for idleness (or lost while
     /// idle): a request reopens it. Cleared when an attempt starts.
@@ -111,6 +112,9 @@ pub(crate) struct Machine<F, S> {
     /// if it reaches the connection.
     again: bool,
     detector: Option<Arc<Detector>>,
+    /// With a maximum connection age, while connected: when the connection
+    /// is due for replacement, and the replacement under way.
+    aging: Option<Box<Aging<F>>>,
     /// Counts connections, so a late fatal error from an old one is ignored.
     generation: u64,
     publisher: Publisher,
@@ -127,7 +131,9 @@ impl<F, S> Machine<F, S> {
             delays: config.backoff.iter(),
             proof_of_life: config.backoff.proof_of_life(),
             detector: config.classifier.clone().map(Detector::new),
-            steady: config.classifier.is_none() && config.idle_timeout.is_none(),
+            steady: config.classifier.is_none()
+                && config.idle_timeout.is_none()
+                && config.max_connection_age.is_none(),
             config,
             attempt_start: now,
             connected_at: now,
@@ -141,6 +147,7 @@ impl<F, S> Machine<F, S> {
             activity: None,
             wait: Timer::new(),
             again: false,
+            aging: None,
             generation: 0,
             publisher: Publisher::new(),
         }
@@ -362,6 +369,9 @@ impl<F, S> Machine<F, S> {
                     self.idle_close();
                     continue;
                 }
+            }
+            if self.aging.is_some() && matches!(self.state, State::Connected { .. }) {
+                self.poll_age(cx, make, target);
             }
             match &mut self.state {
                 State::Connected { svc } => match svc.poll_ready(cx) {

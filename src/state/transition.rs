@@ -49,7 +49,8 @@ impl<F, S> Machine<F, S> {
             tracing::debug!(name = self.name(), attempt, "connected");
         }
         self.generation += 1;
-        if !self.steady {
+        self.start_ageing(self.connected_at);
+        if self.detector.is_some() || self.config.idle_timeout.is_some() {
             let report = self.detector.as_ref().map(|d| d.report(self.generation));
             let timed = self.config.idle_timeout.is_some();
             self.activity = Some(Activity::new(report, timed, self.connected_at));
@@ -123,6 +124,7 @@ impl<F, S> Machine<F, S> {
         let now = Instant::now();
         let cause: Cause = Arc::new(ConnectionLost::new(source));
         let proven = now.duration_since(self.connected_at) >= self.proof_of_life;
+        self.stop_ageing();
         let idle = self.activity.take().is_some_and(|activity| {
             self.config.idle_timeout.is_some() && activity.idle_since().is_some()
         });
@@ -173,6 +175,7 @@ impl<F, S> Machine<F, S> {
         tracing::debug!(name = self.name(), idle_timeout = ?self.config.idle_timeout, "closing idle connection");
         self.state = State::Idle;
         self.activity = None;
+        self.stop_ageing();
         self.dormant = true;
         self.idle_closed = true;
         self.timer.disarm();
@@ -193,6 +196,7 @@ impl<F, S> Machine<F, S> {
     fn give_up(&mut self, error: GaveUp) {
         tracing::error!(name = self.name(), attempts = error.attempts(), %error, "gave up reconnecting");
         let cause: Cause = Arc::new(error.clone());
+        self.stop_ageing();
         self.state = State::Closed { error };
         self.timer.disarm();
         self.publisher.update(|s| {

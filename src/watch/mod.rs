@@ -23,9 +23,11 @@ use crate::error::Closed;
 /// A cheap, clone-able view of a connection's state, built on
 /// [`tokio::sync::watch`]. It outlives the service it watches.
 ///
-/// Every change of [`Phase`] wakes subscribers; updates within a phase (a
-/// further attempt while disconnected, a new retry time) are stored but wake
-/// no one. Values may coalesce, since a watch keeps only the latest:
+/// Every change of [`Phase`] wakes subscribers, and so does a connection
+/// replaced at its [maximum age](crate::ReconnectLayer::max_connection_age)
+/// (the phase stays `Connected`, but the connection is a new one); other
+/// updates within a phase (a further attempt while disconnected, a new
+/// retry time, a request sent again) are stored but wake no one. Values may coalesce, since a watch keeps only the latest:
 /// [`connects`](ConnectionState::connects) and
 /// [`disconnects`](ConnectionState::disconnects) count every edge. A
 /// subscriber keeps nothing alive and the service never waits for one.

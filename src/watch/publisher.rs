@@ -56,6 +56,12 @@ impl Publisher {
         }
     }
 
+    /// Applies `update` and wakes subscribers, though the phase stays: for
+    /// an event they must see (a connection replaced by a new one).
+    pub(crate) fn announce(&self, update: impl FnOnce(&mut ConnectionState)) {
+        self.tx.send_modify(update);
+    }
+
     pub(crate) fn state(&self) -> watch::Ref<'_, ConnectionState> {
         self.tx.borrow()
     }

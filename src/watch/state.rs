@@ -58,6 +58,7 @@ pub struct ConnectionState {
     pub(crate) disconnects: u64,
     pub(crate) resent: u64,
     pub(crate) idle_closes: u64,
+    pub(crate) replaced: u64,
 }
 
 impl ConnectionState {
@@ -71,6 +72,7 @@ impl ConnectionState {
             disconnects: 0,
             resent: 0,
             idle_closes: 0,
+            replaced: 0,
         }
     }
 
@@ -124,7 +126,8 @@ impl ConnectionState {
 
     /// How many times an established connection went away (lost, marked
     /// disconnected, or dropped when the service closed). Idle closes are
-    /// not counted here but in [`idle_closes`](Self::idle_closes).
+    /// not counted here but in [`idle_closes`](Self::idle_closes), nor
+    /// connections replaced for their age, in [`replaced`](Self::replaced).
     pub const fn disconnects(&self) -> u64 {
         self.disconnects
     }
@@ -132,10 +135,18 @@ impl ConnectionState {
     /// How many times the connection was closed on purpose because no
     /// request was in flight for the
     /// [`idle_timeout`](crate::ReconnectLayer::idle_timeout). Every
-    /// connection made ends in one of the two counters or is the one up
-    /// now: `connects == disconnects + idle_closes` (+ 1 while connected).
+    /// connection made ends in one of three counters or is the one up now:
+    /// `connects == disconnects + idle_closes + replaced` (+ 1 while
+    /// connected).
     pub const fn idle_closes(&self) -> u64 {
         self.idle_closes
+    }
+
+    /// How many connections were replaced by a new one because they reached
+    /// the [`max_connection_age`](crate::ReconnectLayer::max_connection_age).
+    /// The new one was made first, so the phase stayed `Connected`.
+    pub const fn replaced(&self) -> u64 {
+        self.replaced
     }
 
     /// How many requests a connection handed back (see
@@ -160,6 +171,7 @@ impl fmt::Debug for ConnectionState {
             .field("disconnects", &self.disconnects)
             .field("resent", &self.resent)
             .field("idle_closes", &self.idle_closes)
+            .field("replaced", &self.replaced)
             .finish()
     }
 }
