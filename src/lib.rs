@@ -179,6 +179,7 @@
 
 pub mod backoff;
 mod classify;
+pub mod discover;
 pub mod error;
 pub mod future;
 #[cfg(feature = "grpc")]
