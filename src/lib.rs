@@ -187,6 +187,7 @@ pub mod grpc;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 mod layer;
+pub mod pool;
 mod redact;
 mod resend;
 mod service;
@@ -196,6 +197,7 @@ mod watch;
 
 pub use backoff::Backoff;
 pub use layer::ReconnectLayer;
+pub use pool::{Pool, PoolLayer};
 pub use service::Reconnect;
 pub use shared::{Shared, SharedLayer};
 pub use watch::{ConnectionState, ConnectionWatch, Phase};
