@@ -54,7 +54,7 @@ use crate::{
 /// if that connection goes down before the request is sent, the request
 /// meets its rules, even when others are up. Calling `call` without a
 /// `Ready(Ok)` from `poll_ready` first returns
-/// [`NotReady`](crate::error::NotReady) instead of panicking.
+/// [`NotReady`] instead of panicking.
 ///
 /// # Reconnecting apart
 ///
