@@ -163,6 +163,26 @@ async fn a_request_waits_for_the_first_attempts() {
     assert_eq!(start.elapsed(), Duration::from_millis(500));
 }
 
+/// A request that comes while every connection has just been lost waits for the first redial instead of failing, as with one connection: a server restart costs no request an error.
+#[tokio::test(start_paused = true)]
+async fn a_request_after_every_connection_was_lost_waits_for_a_redial() {
+    let make = Make::new();
+    let pool = pool(layer(), &make, 2);
+    all_connected(&pool).await;
+    advance_ms(3_000).await;
+    for conn in make.conns() {
+        conn.kill();
+    }
+    settle().await;
+    assert_eq!(pool.watch().phase(), Phase::Disconnected);
+    let cut = Instant::now();
+    assert_eq!(pool.clone().oneshot(1).await.unwrap(), 2);
+    // Answered by the first redial, within its slot.
+    assert!(cut.elapsed() > Duration::ZERO);
+    assert!(cut.elapsed() < Duration::from_millis(500));
+    assert_eq!(make.dials(), 3);
+}
+
 /// In wait-for-ready mode, a request sent while every connection is down waits, and is answered once one is back.
 #[tokio::test(start_paused = true)]
 async fn wait_for_ready_waits_for_a_connection() {

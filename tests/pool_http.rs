@@ -34,12 +34,14 @@ type Body = Full<Bytes>;
 type Client = PoolHttp1<Body>;
 
 /// Answers `ok`, each request only once `width` requests are open at the
-/// same time; counts the connections it accepted. It can stop (closing the
+/// same time; counts the connections it accepted and the requests it
+/// answered. It can stop (closing the
 /// listener and every connection) and start again on the same address.
 struct Server {
     addr: SocketAddr,
     width: usize,
     accepts: Arc<AtomicUsize>,
+    answered: Arc<AtomicUsize>,
     running: Option<Running>,
 }
 
@@ -49,6 +51,7 @@ impl Server {
             addr: ([127, 0, 0, 1], 0).into(),
             width,
             accepts: Arc::default(),
+            answered: Arc::default(),
             running: None,
         };
         server.restart();
@@ -63,14 +66,15 @@ impl Server {
         let listener = listen(self.addr, 64);
         self.addr = listener.local_addr().unwrap();
         let barrier = Arc::new(Barrier::new(self.width));
-        let accepts = self.accepts.clone();
+        let (accepts, answered) = (self.accepts.clone(), self.answered.clone());
         self.running = Some(Running::accept(listener, move |stream, _| {
             accepts.fetch_add(1, Ordering::SeqCst);
-            let barrier = barrier.clone();
+            let (barrier, answered) = (barrier.clone(), answered.clone());
             let svc = service_fn(move |_: Request<Incoming>| {
-                let barrier = barrier.clone();
+                let (barrier, answered) = (barrier.clone(), answered.clone());
                 async move {
                     barrier.wait().await;
+                    answered.fetch_add(1, Ordering::SeqCst);
                     Ok::<_, Infallible>(Response::new(Body::from("ok")))
                 }
             });
@@ -91,6 +95,62 @@ impl Server {
 
     fn accepts(&self) -> usize {
         self.accepts.load(Ordering::SeqCst)
+    }
+
+    fn answered(&self) -> usize {
+        self.answered.load(Ordering::SeqCst)
+    }
+}
+
+/// A connector whose clones dial servers in turn: the first clone the
+/// pool makes dials `uris[0]`, the next `uris[1]`, and so on, whatever the
+/// target. So each connection of a pool has a server of its own, which can
+/// stop while the others' run.
+struct OwnServer {
+    connector: Http1Connector<Body>,
+    uris: Arc<Vec<Uri>>,
+    clones: Arc<AtomicUsize>,
+    uri: Uri,
+}
+
+impl OwnServer {
+    fn new(uris: Vec<Uri>) -> Self {
+        let uri = uris[0].clone();
+        Self {
+            connector: Http1Connector::new(),
+            uris: Arc::new(uris),
+            clones: Arc::default(),
+            uri,
+        }
+    }
+}
+
+impl Clone for OwnServer {
+    fn clone(&self) -> Self {
+        let next = self.clones.fetch_add(1, Ordering::SeqCst);
+        Self {
+            connector: self.connector.clone(),
+            uris: self.uris.clone(),
+            clones: self.clones.clone(),
+            uri: self.uris[next % self.uris.len()].clone(),
+        }
+    }
+}
+
+impl Service<Uri> for OwnServer {
+    type Response = <Http1Connector<Body> as Service<Uri>>::Response;
+    type Error = BoxError;
+    type Future = <Http1Connector<Body> as Service<Uri>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.connector.poll_ready(cx)
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        self.connector.call(self.uri.clone())
     }
 }
 
@@ -138,6 +198,47 @@ async fn four_connections_serve_four_requests_at_once() {
     side_by_side(&client, 4).await;
     assert_eq!(server.accepts(), 4);
     assert_eq!(client.watch().state().connects(), 4);
+}
+
+/// One connection's server stops: no request fails in fail-fast mode while the other is up, its share moves to the other, and returns once its server is back.
+#[tokio::test]
+async fn a_connection_down_loses_its_share_until_it_is_back() {
+    support::trace_init();
+    let mut servers = [Server::start(1), Server::start(1)];
+    let client: Client = ReconnectLayer::new(servers[0].uri())
+        .connect_timeout(Duration::from_millis(500))
+        .backoff(Backoff::constant(Duration::from_millis(50)))
+        .pool(2)
+        .layer(OwnServer::new(servers.iter().map(Server::uri).collect()));
+    all_up(&client).await;
+    let connections = client.connections();
+    one_by_one(&client, 4).await;
+    assert_eq!((servers[0].answered(), servers[1].answered()), (2, 2));
+
+    servers[0].stop().await;
+    let state = guard(connections[0].disconnected()).await;
+    assert_ne!(state.phase(), Phase::Connected);
+    assert!(client.watch().is_connected());
+    one_by_one(&client, 6).await; // each must succeed
+    assert_eq!((servers[0].answered(), servers[1].answered()), (2, 8));
+
+    servers[0].restart();
+    guard(connections[0].connected()).await.unwrap();
+    one_by_one(&client, 6).await;
+    assert_eq!((servers[0].answered(), servers[1].answered()), (5, 11));
+    assert_eq!(client.watch().state().disconnects(), 1);
+}
+
+/// Sends `n` requests one after the other through one clone; each must succeed.
+async fn one_by_one(client: &Client, n: usize) {
+    let mut client = client.clone();
+    for _ in 0..n {
+        let svc = guard(client.ready()).await.unwrap();
+        let request = Request::get("/").body(Body::default()).unwrap();
+        let response = guard(svc.call(request)).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "ok");
+    }
 }
 
 /// The server stops: the pool's watch leaves `Connected` once no connection is up, and when the server is back every connection reconnects and the four again serve four requests at once.
