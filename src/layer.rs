@@ -447,6 +447,10 @@ impl<T> ReconnectLayer<T> {
         self.config.validate()
     }
 
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The target every service built by this layer connects to.
     pub fn target(&self) -> &T {
         &self.target

@@ -204,6 +204,83 @@ async fn wait_for_ready_waits_for_a_connection() {
     assert!(pool.watch().is_connected());
 }
 
+/// In wait-for-ready mode, `poll_ready` waits for whichever connection comes up first, not for one chosen in advance.
+#[tokio::test(start_paused = true)]
+async fn wait_for_ready_takes_whichever_connection_is_up_first() {
+    let make = Make::new();
+    // Both first dials fail; the first retry (the first connection's, in
+    // the earlier slot) fails again, the second connects.
+    make.push([
+        Dial::Fail("refused"),
+        Dial::Fail("refused"),
+        Dial::Fail("refused"),
+        Dial::Connect,
+    ]);
+    let mut pool = pool(
+        layer()
+            .backoff(Backoff::constant(Duration::from_secs(2)))
+            .wait_for_ready(true),
+        &make,
+        2,
+    );
+    settle().await;
+    let start = Instant::now();
+    assert!(support::poll_ready(&mut pool).is_pending());
+    assert_eq!(pool.clone().oneshot(1).await.unwrap(), 2);
+    // The second connection's retry: 2 s, plus its slot of [500, 1000) ms.
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_millis(2_500) && waited < Duration::from_secs(3));
+    assert_eq!(make.dials(), 4);
+    assert_eq!(make.conn().calls(), 1);
+    assert!(!pool.connections()[0].is_connected());
+}
+
+/// In wait-for-ready mode with a wait timeout, a request that waited that long for any connection fails with `Unavailable` saying so, and is never sent.
+#[tokio::test(start_paused = true)]
+async fn wait_for_ready_gives_up_after_the_wait_timeout() {
+    let make = Make::new();
+    make.otherwise(Dial::Fail("refused"));
+    let pool = pool(
+        layer()
+            .wait_for_ready(true)
+            .wait_timeout(Duration::from_secs(1)),
+        &make,
+        2,
+    );
+    settle().await;
+    let start = Instant::now();
+    let err = pool.clone().oneshot(1).await.unwrap_err();
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    let unavailable = err.downcast_ref::<Unavailable>().expect("Unavailable");
+    assert_eq!(unavailable.waited(), Some(Duration::from_secs(1)));
+    let cause = std::error::Error::source(unavailable).expect("the last cause");
+    assert!(cause.is::<ConnectFailed>(), "{cause:?}");
+    assert!(make.conns().is_empty());
+}
+
+/// After every connection closed for idleness, a request wakes one of them, not all: one dial, then the answer.
+#[tokio::test(start_paused = true)]
+async fn a_request_to_an_idle_pool_wakes_one_connection() {
+    for wait_for_ready in [false, true] {
+        let make = Make::new();
+        let pool = pool(
+            layer()
+                .idle_timeout(Duration::from_secs(10))
+                .wait_for_ready(wait_for_ready),
+            &make,
+            2,
+        );
+        all_connected(&pool).await;
+        advance_ms(11_000).await;
+        settle().await;
+        assert_eq!(pool.watch().phase(), Phase::Idle);
+        assert_eq!(pool.watch().state().idle_closes(), 2);
+        assert_eq!(pool.clone().oneshot(1).await.unwrap(), 2);
+        assert_eq!(make.dials(), 3, "wait_for_ready: {wait_for_ready}");
+        assert_eq!(pool.watch().phase(), Phase::Connected);
+    }
+}
+
 /// The pool's watch is `Connecting` while any connection is and none is up, `Connected` as soon as one is, and `Disconnected` once none is, with the newest cause and the earliest retry; counters are summed.
 #[tokio::test(start_paused = true)]
 async fn the_watch_shows_the_connections_as_one() {

@@ -12,16 +12,22 @@ pub use self::{future::ResponseFuture, layer::PoolLayer};
 
 use std::{
     fmt,
+    future::Future,
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
+use tokio::time::{sleep, Sleep};
 use tower::{BoxError, Service};
 
-use self::pick::Picker;
+use self::pick::{Choice, Picker};
 use crate::{
-    backoff::Spread, error::NotReady, watch::Aggregate, ConnectionWatch, Reconnect, ReconnectLayer,
-    Shared,
+    backoff::Spread,
+    error::{NotReady, Unavailable},
+    watch::Aggregate,
+    ConnectionWatch, Phase, Reconnect, ReconnectLayer, Shared,
 };
 
 /// A clone-able handle on `n` connections to one target, each a
@@ -40,17 +46,17 @@ use crate::{
 /// | the connections | the request goes to |
 /// |---|---|
 /// | one or more `Connected` | the one with the fewest requests in flight (queued or sent, until their response futures resolve); among equals, the next in turn |
-/// | none `Connected` | the one expected up first: one that is connecting, else an idle one (which the request wakes), else the one whose retry is due first |
+/// | none `Connected`, fail fast (default) | the one expected up first: one that is connecting, else an idle one (which the request wakes), else the one whose retry is due first |
+/// | none `Connected`, [`wait_for_ready(true)`](ReconnectLayer::wait_for_ready) | none yet: `poll_ready` is `Pending` until any connection is up; with a [`wait_timeout`](ReconnectLayer::wait_timeout), at most that, then `Ready(Ok)` and `call` fails with [`Unavailable`](crate::error::Unavailable) (its [`waited()`](crate::error::Unavailable::waited) set) without sending. Only when the connection expected first is idle does the request go to it, to wake it |
 /// | all closed | none: `poll_ready` returns [`Closed`](crate::error::Closed) |
 ///
 /// The request then meets that connection's rules, as with a
 /// [`Shared`] handle: it is sent at once if connected; waits for an
 /// attempt that is running (at most the connect timeout, and the
-/// [`wait_timeout`](ReconnectLayer::wait_timeout)); fails fast with
-/// [`Unavailable`](crate::error::Unavailable) in an outage; or, in
-/// [`wait_for_ready`](ReconnectLayer::wait_for_ready) mode, waits for that
-/// connection. So in fail-fast mode a request fails only when no
-/// connection is up. A request already in a connection's queue stays there:
+/// `wait_timeout`), as after a healthy connection was lost; or fails fast
+/// with `Unavailable` in an outage. So in fail-fast mode a request fails
+/// only when no connection is up, and in wait-for-ready mode it waits for
+/// whichever connection is up first. A request already in a connection's queue stays there:
 /// if that connection goes down before the request is sent, the request
 /// meets its rules, even when others are up. Calling `call` without a
 /// `Ready(Ok)` from `poll_ready` first returns
@@ -139,7 +145,20 @@ pub struct Pool<Req, F> {
     picker: Picker,
     /// The connection `poll_ready` reserved a slot on (or waits on).
     chosen: Option<usize>,
+    /// In wait-for-ready mode: the pool's own wait for any connection.
+    wait: Option<WaitForAny>,
+    /// The last `Ready(Ok)` ended a wait that ran out: `call` fails.
+    waited: bool,
     aggregate: Arc<Aggregate>,
+}
+
+/// A `poll_ready` waiting, in wait-for-ready mode, until any connection is
+/// up: woken by the pool's watch, and bounded by the wait timeout.
+struct WaitForAny {
+    timeout: Option<Duration>,
+    /// The wait's deadline, made at its first `Pending` (boxed: most
+    /// waits end without it).
+    sleep: Option<Pin<Box<Sleep>>>,
 }
 
 // ===== impl Pool =====
@@ -173,10 +192,16 @@ where
             .into_iter()
             .map(|service| service.spawn(bound))
             .collect();
+        let config = layer.config();
         Self {
             handles,
             picker: Picker::new(watches),
             chosen: None,
+            wait: config.wait_for_ready.then_some(WaitForAny {
+                timeout: config.wait_timeout,
+                sleep: None,
+            }),
+            waited: false,
             aggregate,
         }
     }
@@ -188,6 +213,42 @@ where
             if before != next {
                 self.handles[before].release();
             }
+        }
+    }
+
+    /// Waits for any connection to come up (wait-for-ready mode, none up):
+    /// `Pending`, woken by the pool's watch; once the wait timeout has run
+    /// since the wait's first `Pending`, `Ready(Ok)` for a `call` that
+    /// fails with `Unavailable`.
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if let Some(before) = self.chosen.take() {
+            self.handles[before].release();
+        }
+        self.aggregate.wake_when_up(cx.waker());
+        if self.picker.any_up(&self.handles) {
+            // Came up before the waker was in place: look again.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let Some(WaitForAny {
+            timeout: Some(timeout),
+            sleep: deadline,
+        }) = &mut self.wait
+        else {
+            return Poll::Pending;
+        };
+        let deadline = deadline.get_or_insert_with(|| Box::pin(sleep(*timeout)));
+        if deadline.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.end_wait();
+        self.waited = true;
+        Poll::Ready(Ok(()))
+    }
+
+    fn end_wait(&mut self) {
+        if let Some(wait) = &mut self.wait {
+            wait.sleep = None;
         }
     }
 }
@@ -233,6 +294,7 @@ where
     type Future = ResponseFuture<Req, F>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.waited = false;
         // A slot reserved before is kept while its connection is still the
         // kind the picker would choose.
         if let Some(chosen) = self.chosen {
@@ -243,19 +305,38 @@ where
         // A handle that fails here is closed, and the picker skips it from
         // now on: each round rules one out.
         for _ in 0..self.handles.len() {
-            let Some(next) = self.picker.pick(&self.handles) else {
-                break;
+            let next = match self.picker.pick(&self.handles) {
+                None => break,
+                // An idle connection needs the request to wake it.
+                Some(Choice::Down(_, phase)) if self.wait.is_some() && phase != Phase::Idle => {
+                    return self.poll_wait(cx);
+                }
+                Some(Choice::Up(next) | Choice::Down(next, _)) => next,
             };
             self.choose(next);
             match self.handles[next].poll_ready(cx) {
                 Poll::Ready(Err(_)) => self.chosen = None,
-                ready => return ready,
+                Poll::Ready(Ok(())) => {
+                    self.end_wait();
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending => return Poll::Pending,
             }
         }
         Poll::Ready(Err(self.handles[0].closed_error()))
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
+        if std::mem::take(&mut self.waited) {
+            let timeout = self.wait.as_ref().and_then(|wait| wait.timeout);
+            let state = self.aggregate.watch().state();
+            let error = Unavailable::new(state.last_error, state.attempt, state.retry_at);
+            let error = match timeout {
+                Some(timeout) => error.after_waiting(timeout),
+                None => error,
+            };
+            return ResponseFuture::failed(Box::new(error));
+        }
         let Some(chosen) = self.chosen.take() else {
             return ResponseFuture::failed(Box::new(NotReady::new()));
         };
@@ -275,6 +356,11 @@ impl<Req, F> Clone for Pool<Req, F> {
             handles: self.handles.clone(),
             picker: self.picker.clone(),
             chosen: None,
+            wait: self.wait.as_ref().map(|wait| WaitForAny {
+                timeout: wait.timeout,
+                sleep: None,
+            }),
+            waited: false,
             aggregate: self.aggregate.clone(),
         }
     }

@@ -15,6 +15,15 @@ struct Members {
     loads: Box<[Arc<()>]>,
 }
 
+/// Where a request goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Choice {
+    /// To this connection, which is up.
+    Up(usize),
+    /// None is up: to this one, expected up first, in this phase.
+    Down(usize, Phase),
+}
+
 /// One clone's chooser: the shared members and where its next look starts.
 pub(super) struct Picker {
     members: Arc<Members>,
@@ -52,7 +61,7 @@ impl Picker {
         self.members.watches[i].phase_unlocked() == Phase::Connected && !handles[i].is_closed()
     }
 
-    fn any_up<Req, F>(&self, handles: &[Shared<Req, F>]) -> bool {
+    pub(super) fn any_up<Req, F>(&self, handles: &[Shared<Req, F>]) -> bool {
         (0..handles.len()).any(|i| self.is_up(i, handles))
     }
 
@@ -66,7 +75,7 @@ impl Picker {
     /// fewest requests in flight, the first found from this turn's start on
     /// among equals; with none up, [`fallback`](Self::fallback); `None`
     /// once all are closed.
-    pub(super) fn pick<Req, F>(&mut self, handles: &[Shared<Req, F>]) -> Option<usize> {
+    pub(super) fn pick<Req, F>(&mut self, handles: &[Shared<Req, F>]) -> Option<Choice> {
         let n = handles.len();
         // Among equals the connections take turns: each look starts just
         // after the connection chosen last.
@@ -87,10 +96,10 @@ impl Picker {
             }
         }
         let chosen = match best {
-            Some((_, i)) => Some(i),
+            Some((_, i)) => Some(Choice::Up(i)),
             None => self.fallback(handles, start),
         };
-        if let Some(i) = chosen {
+        if let Some(Choice::Up(i) | Choice::Down(i, _)) = chosen {
             self.next = i + 1;
         }
         chosen
@@ -100,7 +109,7 @@ impl Picker {
     /// else an idle one (a request wakes it), else the one whose retry is
     /// due first (or running); the least loaded among equals, and the first
     /// from `start` on among those.
-    fn fallback<Req, F>(&self, handles: &[Shared<Req, F>], start: usize) -> Option<usize> {
+    fn fallback<Req, F>(&self, handles: &[Shared<Req, F>], start: usize) -> Option<Choice> {
         let n = handles.len();
         let mut best = None;
         for i in (start..n).chain(0..start) {
@@ -115,11 +124,11 @@ impl Picker {
                 _ => continue,
             };
             let key = (key.0, key.1, self.in_flight(i));
-            if best.as_ref().is_none_or(|(best, _)| key < *best) {
-                best = Some((key, i));
+            if best.as_ref().is_none_or(|(best, _, _)| key < *best) {
+                best = Some((key, i, state.phase()));
             }
         }
-        best.map(|(_, i)| i)
+        best.map(|(_, i, phase)| Choice::Down(i, phase))
     }
 }
 

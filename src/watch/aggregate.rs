@@ -4,6 +4,7 @@
 use std::{
     fmt,
     sync::{Arc, Mutex, PoisonError},
+    task::Waker,
 };
 
 use tokio::{sync::watch, time::Instant};
@@ -41,6 +42,9 @@ pub(crate) struct Aggregate {
 /// only, not whole watches: a connection's watch holds its membership, so
 /// holding the watch here would make a cycle.
 struct Members {
+    /// The tasks waiting for a connection to come up (a pool's `poll_ready`
+    /// in wait-for-ready mode), woken when one does or all close.
+    waiters: Vec<Waker>,
     watches: Vec<watch::Receiver<ConnectionState>>,
     /// Each connection's `last_error` as last seen, and the order in which
     /// it was first seen: the pool shows the newest.
@@ -53,6 +57,7 @@ impl Aggregate {
         Arc::new(Self {
             publisher: Publisher::new(),
             members: Mutex::new(Members {
+                waiters: Vec::new(),
                 watches: Vec::new(),
                 causes: Vec::new(),
                 seen: 0,
@@ -76,6 +81,15 @@ impl Aggregate {
 
     pub(crate) fn watch(&self) -> ConnectionWatch {
         self.publisher.watch()
+    }
+
+    /// Wakes `waker` the next time a connection is up or all are closed.
+    /// Check again after: one may have come up before this call.
+    pub(crate) fn wake_when_up(&self, waker: &Waker) {
+        let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        if !members.waiters.iter().any(|w| w.will_wake(waker)) {
+            members.waiters.push(waker.clone());
+        }
     }
 
     /// Works the pool's state out again from its connections' and publishes
@@ -143,6 +157,12 @@ impl Aggregate {
         if next.phase == Phase::Disconnected && !attempting {
             next.retry_at = retry_at;
         }
+        let woken = match next.phase {
+            Phase::Connected | Phase::Closed => std::mem::take(&mut members.waiters),
+            _ => Vec::new(),
+        };
         self.publisher.update(|state| *state = next);
+        drop(guard);
+        woken.into_iter().for_each(Waker::wake);
     }
 }
