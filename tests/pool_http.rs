@@ -241,8 +241,8 @@ async fn one_by_one(client: &Client, n: usize) {
     }
 }
 
-/// The server stops: the pool's watch leaves `Connected` once no connection is up, and when the server is back every connection reconnects and the four again serve four requests at once.
-#[tokio::test]
+/// The server stops: the pool's watch leaves `Connected` once no connection is up, and when the server is back every connection reconnects and the four again serve four requests at once (on two worker threads, so the connections' tasks update the pool's watch side by side).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_connection_comes_back_after_a_server_restart() {
     support::trace_init();
     let mut server = Server::start(4);

@@ -41,7 +41,9 @@ use crate::{
 /// # Readiness
 ///
 /// `poll_ready` chooses a connection and reserves a slot in its queue, as
-/// [`Shared`] does, so it is `Pending` only while that queue is full:
+/// [`Shared`] does: it is `Pending` while that queue is full, and, in
+/// wait-for-ready mode, while no connection is up. `Err` only once every
+/// connection is closed.
 ///
 /// | the connections | the request goes to |
 /// |---|---|
@@ -56,10 +58,10 @@ use crate::{
 /// `wait_timeout`), as after a healthy connection was lost; or fails fast
 /// with `Unavailable` in an outage. So in fail-fast mode a request fails
 /// only when no connection is up, and in wait-for-ready mode it waits for
-/// whichever connection is up first. A request already in a connection's queue stays there:
-/// if that connection goes down before the request is sent, the request
-/// meets its rules, even when others are up. Calling `call` without a
-/// `Ready(Ok)` from `poll_ready` first returns
+/// whichever connection is up first. A request already in a connection's
+/// queue stays there: if that connection goes down before the request is
+/// sent, the request meets its rules, even when others are up. Calling
+/// `call` without a `Ready(Ok)` from `poll_ready` first returns
 /// [`NotReady`] instead of panicking.
 ///
 /// # Reconnecting apart
