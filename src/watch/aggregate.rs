@@ -31,8 +31,8 @@ impl fmt::Debug for Membership {
 /// The writer of a pool's watch. Each connection's [`Publisher`] holds it
 /// and calls [`refresh`](Self::refresh) after every update it publishes,
 /// so the pool's state is worked out again at each change, by whoever made
-/// it, with no task and no lag: when a connection's watch shows a change,
-/// the pool's already does.
+/// it, with no task to wake: the transition that changed a connection
+/// returns only once the pool's watch shows the change too.
 pub(crate) struct Aggregate {
     publisher: Publisher,
     members: Mutex<Members>,
