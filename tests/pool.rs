@@ -552,3 +552,21 @@ async fn first_retries_of_an_outage_are_spread_apart() {
     let seconds: Vec<Duration> = firsts.iter().map(|d| *d + Duration::from_secs(2)).collect();
     assert_eq!(gaps, seconds);
 }
+
+/// `Debug` shows the pool's state, its size and whether it is closed, without asking anything of the request or future types.
+#[tokio::test(start_paused = true)]
+async fn debug_shows_the_pool_state() {
+    let make = Make::new();
+    let pool = pool(layer(), &make, 3);
+    all_connected(&pool).await;
+    let shown = format!("{pool:?}");
+    assert!(shown.starts_with("Pool {"), "{shown}");
+    assert!(shown.contains("phase: Connected"), "{shown}");
+    assert!(shown.contains("connections: 3"), "{shown}");
+    assert!(shown.contains("closed: false"), "{shown}");
+    let layer = format!("{:?}", layer().pool::<u32>(3).bound(7));
+    assert!(
+        layer.contains("size: 3") && layer.contains("bound: 7"),
+        "{layer}"
+    );
+}
