@@ -78,6 +78,10 @@ use crate::{
 /// each slot is random, so two pools do not line up either. Later retries
 /// keep the gap, since each delay counts from the start of its attempt.
 ///
+/// Each connection's log events carry the layer's
+/// [`name`](ReconnectLayer::name) followed by its number, from 0:
+/// `orders/0`, `orders/1`, and so on.
+///
 /// # The watch
 ///
 /// [`watch`](Self::watch) shows the connections as one, by gRPC's rule for
@@ -184,7 +188,14 @@ where
         // worked out from some of them.
         let services: Vec<_> = (0..size)
             .map(|index| {
-                let mut service = layer.build(make.clone());
+                let mut service = match &layer.config().name {
+                    // Logs tell the connections apart.
+                    Some(name) => layer
+                        .clone()
+                        .name(format!("{name}/{index}"))
+                        .build(make.clone()),
+                    None => layer.build(make.clone()),
+                };
                 service.join_pool(&aggregate, Spread::new(index, size));
                 service
             })
