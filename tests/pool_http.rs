@@ -7,7 +7,7 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::Duration,
 };
@@ -20,7 +20,7 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 use redial::{
-    http::{Http1Connector, PoolHttp1},
+    http::{Http1Connector, Http2Connector, PoolHttp1, PoolHttp2},
     Backoff, Phase, ReconnectLayer,
 };
 use support::{
@@ -39,7 +39,10 @@ type Client = PoolHttp1<Body>;
 /// listener and every connection) and start again on the same address.
 struct Server {
     addr: SocketAddr,
+    proto: Proto,
     width: usize,
+    /// Requests answered on each connection accepted, in order.
+    per_connection: Arc<Mutex<Vec<usize>>>,
     accepts: Arc<AtomicUsize>,
     answered: Arc<AtomicUsize>,
     running: Option<Running>,
@@ -47,9 +50,15 @@ struct Server {
 
 impl Server {
     fn start(width: usize) -> Self {
+        Self::start_with(Proto::Http1, width)
+    }
+
+    fn start_with(proto: Proto, width: usize) -> Self {
         let mut server = Self {
             addr: ([127, 0, 0, 1], 0).into(),
+            proto,
             width,
+            per_connection: Arc::default(),
             accepts: Arc::default(),
             answered: Arc::default(),
             running: None,
@@ -67,23 +76,27 @@ impl Server {
         self.addr = listener.local_addr().unwrap();
         let barrier = Arc::new(Barrier::new(self.width));
         let (accepts, answered) = (self.accepts.clone(), self.answered.clone());
+        let (proto, per_connection) = (self.proto, self.per_connection.clone());
         self.running = Some(Running::accept(listener, move |stream, _| {
             accepts.fetch_add(1, Ordering::SeqCst);
+            let id = {
+                let mut counts = per_connection.lock().unwrap();
+                counts.push(0);
+                counts.len() - 1
+            };
             let (barrier, answered) = (barrier.clone(), answered.clone());
+            let per_connection = per_connection.clone();
             let svc = service_fn(move |_: Request<Incoming>| {
                 let (barrier, answered) = (barrier.clone(), answered.clone());
+                let per_connection = per_connection.clone();
                 async move {
                     barrier.wait().await;
                     answered.fetch_add(1, Ordering::SeqCst);
+                    per_connection.lock().unwrap()[id] += 1;
                     Ok::<_, Infallible>(Response::new(Body::from("ok")))
                 }
             });
-            Some(serve_connection(
-                TokioIo::new(stream),
-                Proto::Http1,
-                true,
-                svc,
-            ))
+            Some(serve_connection(TokioIo::new(stream), proto, true, svc))
         }));
     }
 
@@ -99,6 +112,10 @@ impl Server {
 
     fn answered(&self) -> usize {
         self.answered.load(Ordering::SeqCst)
+    }
+
+    fn per_connection(&self) -> Vec<usize> {
+        self.per_connection.lock().unwrap().clone()
     }
 }
 
@@ -198,6 +215,35 @@ async fn four_connections_serve_four_requests_at_once() {
     side_by_side(&client, 4).await;
     assert_eq!(server.accepts(), 4);
     assert_eq!(client.watch().state().connects(), 4);
+}
+
+/// Over HTTP/2 the pool spreads streams too: eight requests open at once go four to each of two connections.
+#[tokio::test]
+async fn http2_requests_are_spread_over_the_connections() {
+    support::trace_init();
+    let server = Server::start_with(Proto::Http2, 8);
+    let client: PoolHttp2<Body> = ReconnectLayer::new(server.uri())
+        .connect_timeout(Duration::from_millis(500))
+        .pool(2)
+        .layer(Http2Connector::new());
+    for watch in client.connections() {
+        guard(watch.connected()).await.unwrap();
+    }
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                let request = Request::get("/").body(Body::default())?;
+                let response = client.ready().await?.call(request).await?;
+                let body = response.into_body().collect().await?.to_bytes();
+                Ok::<_, BoxError>(body)
+            })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(guard(request).await.unwrap().unwrap(), "ok");
+    }
+    assert_eq!(server.per_connection(), [4, 4]);
 }
 
 /// One connection's server stops: no request fails in fail-fast mode while the other is up, its share moves to the other, and returns once its server is back.
