@@ -570,24 +570,3 @@ async fn debug_shows_the_pool_state() {
         "{layer}"
     );
 }
-
-/// Each connection's log events carry the layer's name and its number, so logs tell the connections apart.
-#[tokio::test(start_paused = true)]
-async fn logs_name_each_connection() {
-    let (logs, _guard) = support::logs::Captured::start();
-    let make = Make::new();
-    let pool = pool(layer().name("orders"), &make, 2);
-    all_connected(&pool).await;
-    make.otherwise(Dial::Fail("refused"));
-    make.conns()[1].kill();
-    settle().await;
-    let text = logs.text();
-    assert!(text.contains("name=\"orders/0\""), "{text}");
-    assert!(text.contains("name=\"orders/1\""), "{text}");
-    let lost: Vec<_> = text
-        .lines()
-        .filter(|line| line.contains("connect attempt failed"))
-        .collect();
-    assert_eq!(lost.len(), 1, "{text}");
-    assert!(lost[0].contains("orders/1"), "{text}");
-}
