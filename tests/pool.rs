@@ -570,3 +570,36 @@ async fn debug_shows_the_pool_state() {
         "{layer}"
     );
 }
+
+/// A slot reserved on a connection that went down before the call is given back when `poll_ready` moves to another: the first connection's one-request queue is free again once it is back.
+#[tokio::test(start_paused = true)]
+async fn a_slot_on_a_connection_gone_down_is_given_back() {
+    let make = Make::new();
+    make.push([Dial::Connect, Dial::ConnectAfter(Duration::from_secs(1))]);
+    let pool: Handle = layer().pool(2).bound(1).layer(make.clone());
+    let watches = pool.connections();
+    watches[0].connected().await.unwrap();
+    let mut first = pool.clone();
+    tokio_test::assert_ready_ok!(support::poll_ready(&mut first)); // on the only one up
+
+    // It goes down before the call; the other comes up.
+    make.otherwise(Dial::Fail("refused"));
+    make.conns()[0].kill();
+    watches[1].connected().await.unwrap();
+    assert!(!watches[0].is_connected());
+    tokio_test::assert_ready_ok!(support::poll_ready(&mut first)); // moves to the other
+    make.conns()[1].hold();
+    let held = tokio::spawn(first.call(1));
+    settle().await;
+    assert_eq!(make.conns()[1].calls(), 1);
+
+    // The first is back: with the other loaded, a request goes to it, and
+    // its queue of one has room.
+    make.otherwise(Dial::Connect);
+    watches[0].connected().await.unwrap();
+    let mut second = pool.clone();
+    tokio_test::assert_ready_ok!(support::poll_ready(&mut second));
+    assert_eq!(second.call(2).await.unwrap(), 3);
+    make.conns()[1].release();
+    assert_eq!(held.await.unwrap().unwrap(), 2);
+}
