@@ -63,6 +63,12 @@ async fn run() -> Result<(), BoxError> {
     checked("one connection for many tasks: mark_disconnected, reset_backoff, close");
 
     let connector = Connector::default();
+    many_connections(addr, connector.clone(), "hey".into()).await?;
+    // Each connection dials at once, unless the close came first.
+    assert!((1..=4).contains(&connector.dials()));
+    checked("many connections: a pool of four answers, each has a watch, close closes all");
+
+    let connector = Connector::default();
     many_endpoints(addrs, connector.clone()).await?;
     assert_eq!(connector.dials(), 3);
     checked("many endpoints: a p2c balancer answers, over one connection per endpoint");
@@ -161,6 +167,33 @@ async fn one_connection_for_many_tasks(
     states.wait_for(|state| state.is_closed()).await?;
     assert_eq!(watch.phase(), Phase::Closed);
     let err = client.oneshot("late".into()).await.unwrap_err();
+    assert!(err.is::<Closed>(), "{err}");
+    Ok(())
+}
+
+/// README, "Many connections to one target".
+async fn many_connections(
+    addr: SocketAddr,
+    connector: Connector,
+    request: String,
+) -> Result<(), BoxError> {
+    use redial::ReconnectLayer;
+    use tower::{Layer, ServiceExt};
+
+    let pool = ReconnectLayer::new(addr).pool(4).layer(connector); // Pool: Clone + Service
+    let watch = pool.watch(); // one watch over the four: Connected while any is
+    let reply = pool.clone().oneshot(request).await?; // to the least loaded connection up
+    for connection in pool.connections() {
+        println!("{}", connection.phase()); // each connection's own watch
+    }
+    pool.close(); // every connection, once; so does dropping the last clone
+
+    assert_eq!(reply, "echo: hey");
+    assert_eq!(watch.disconnected().await.phase(), Phase::Closed);
+    for connection in pool.connections() {
+        connection.connected().await.unwrap_err();
+    }
+    let err = pool.oneshot("late".into()).await.unwrap_err();
     assert!(err.is::<Closed>(), "{err}");
     Ok(())
 }

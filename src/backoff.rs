@@ -312,31 +312,76 @@ impl fmt::Debug for Delays {
 
 /// `d` spread uniformly over ±`fraction` of itself, for deadlines that many
 /// connections would otherwise reach at once.
-pub(crate) fn spread(d: Duration, fraction: f64) -> Duration {
+pub(crate) fn jittered(d: Duration, fraction: f64) -> Duration {
     let factor = 1.0 + fraction * (2.0 * Rng::new().next_f64() - 1.0);
     Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(d)
+}
+
+// ===== impl Spread =====
+
+/// Where one connection of a [`Pool`](crate::Pool) of `size` stands in the
+/// spread of their redials: the first redial of each run of the schedule
+/// (after a healthy connection was lost, or after the first failure of an
+/// outage) comes `offset` later than it would alone, in the `index`-th of
+/// `size` equal slots of half the first delay. The slots do not overlap, so
+/// no two connections of a pool that lost the same server redial at the
+/// same instant; the point within the slot is random, so two pools (two
+/// processes) do not line up either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Spread {
+    index: u32,
+    size: u32,
+}
+
+impl Spread {
+    pub(crate) fn new(index: usize, size: usize) -> Self {
+        let size = u32::try_from(size).unwrap_or(u32::MAX).max(1);
+        let index = u32::try_from(index).unwrap_or(u32::MAX).min(size - 1);
+        Self { index, size }
+    }
+
+    /// How much later than alone this connection's first redial comes:
+    /// within the middle eight tenths of `[w·i/n, w·(i+1)/n)`, where `w` is
+    /// half of `first_delay`. The margins keep neighbours apart by more
+    /// than the timer's millisecond, unless the slots are tiny.
+    pub(crate) fn offset(&self, first_delay: Duration) -> Duration {
+        let slot = first_delay.as_secs_f64() / 2.0 / f64::from(self.size);
+        let within = 0.1 + 0.8 * Rng::new().next_f64();
+        let at = slot * (f64::from(self.index) + within);
+        Duration::try_from_secs_f64(at).unwrap_or_default()
+    }
 }
 
 /// splitmix64: enough randomness to spread retries, seeded from the
 /// standard library's per-instance random hasher keys, so no extra
 /// dependency is needed.
-struct Rng(u64);
+#[derive(Debug, Clone)]
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut hasher = RandomState::new().build_hasher();
         hasher.write_u64(0x5EED);
         Self(hasher.finish())
     }
 
-    fn next_f64(&mut self) -> f64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n`; `n` must not be 0. The modulo's bias is
+    /// negligible for the small `n` it is used with.
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    fn next_f64(&mut self) -> f64 {
         // 53 random bits into [0, 1).
-        (z >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 }
 
@@ -404,6 +449,19 @@ mod tests {
         let nan = Backoff::default().multiplier(f64::NAN).validate();
         assert!(matches!(nan, Err(ConfigError::MultiplierBelowOne(_))));
         assert_eq!(Backoff::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn spread_slots_do_not_overlap() {
+        let first = Duration::from_secs(2);
+        for _ in 0..100 {
+            for i in 0..4 {
+                let offset = Spread::new(i, 4).offset(first);
+                let low = Duration::from_millis(250 * i as u64 + 25);
+                assert!(offset >= low && offset < low + Duration::from_millis(200));
+            }
+        }
+        assert!(Spread::new(0, 1).offset(first) < Duration::from_secs(1));
     }
 
     #[test]

@@ -294,7 +294,8 @@ impl Error for NotReady {}
 /// A configuration that `redial` refuses, found when the configuration is
 /// built rather than in the middle of an outage.
 ///
-/// Returned by [`ReconnectLayer::validate`](crate::ReconnectLayer::validate)
+/// Returned by [`ReconnectLayer::validate`](crate::ReconnectLayer::validate),
+/// [`PoolLayer::validate`](crate::PoolLayer::validate)
 /// and [`Backoff::validate`](crate::Backoff::validate); building a service
 /// from an invalid configuration panics with the same message.
 #[derive(Debug, Clone, PartialEq)]
@@ -327,6 +328,11 @@ pub enum ConfigError {
     /// The maximum connection age is zero, which would replace every
     /// connection as soon as it is made.
     MaxConnectionAgeNotPositive,
+    /// A [pool](crate::ReconnectLayer::pool) of no connections, which
+    /// could serve no request.
+    PoolSizeNotPositive,
+    /// A queue bound of zero, which would hold no request.
+    QueueBoundNotPositive,
 }
 
 impl fmt::Display for ConfigError {
@@ -357,6 +363,8 @@ impl fmt::Display for ConfigError {
             Self::MaxConnectionAgeNotPositive => {
                 f.write_str("maximum connection age must be greater than zero")
             }
+            Self::PoolSizeNotPositive => f.write_str("a pool must have at least 1 connection"),
+            Self::QueueBoundNotPositive => f.write_str("the queue bound must be at least 1"),
         }
     }
 }

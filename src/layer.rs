@@ -3,8 +3,8 @@ use std::{borrow::Cow, error::Error, fmt, sync::Arc, time::Duration};
 use tower::{Layer, Service};
 
 use crate::{
-    classify::Classifier, error::ConfigError, redact::Redacted, shared::SharedLayer, Backoff,
-    Reconnect,
+    classify::Classifier, error::ConfigError, pool::PoolLayer, redact::Redacted,
+    shared::SharedLayer, Backoff, Reconnect,
 };
 
 /// Settings shared by every service a layer builds.
@@ -447,6 +447,42 @@ impl<T> ReconnectLayer<T> {
         SharedLayer::new(self, bound)
     }
 
+    /// Makes this layer build a [`Pool`](crate::Pool) of `size` connections
+    /// to the target, each a [`Shared`](crate::Shared) connection with these
+    /// settings that reconnects on its own: a clone-able service that sends
+    /// each request to one of the connections that are up, and one
+    /// [`ConnectionWatch`](crate::ConnectionWatch) over all of them. The
+    /// make service must be `Clone`: each connection gets a clone.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// use std::convert::Infallible;
+    /// use redial::{Phase, ReconnectLayer};
+    /// use tower::{service_fn, ServiceBuilder, ServiceExt};
+    ///
+    /// let connector = service_fn(|_: ()| async {
+    ///     Ok::<_, Infallible>(service_fn(|n: u32| async move { Ok::<_, Infallible>(n + 1) }))
+    /// });
+    /// let client = ServiceBuilder::new()
+    ///     .layer(ReconnectLayer::new(()).pool(4).bound(256))
+    ///     .service(connector);
+    /// assert_eq!(client.clone().oneshot(1).await?, 2);
+    ///
+    /// // One watch over the four, and each one's own.
+    /// assert_eq!(client.watch().phase(), Phase::Connected);
+    /// assert_eq!(client.connections().len(), 4);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// A `size` of 0 is refused (see [`PoolLayer::validate`](crate::PoolLayer::validate));
+    /// building the service panics then, if the settings are invalid, or
+    /// outside a tokio runtime.
+    pub fn pool<Req>(self, size: usize) -> PoolLayer<T, Req> {
+        PoolLayer::new(self, size)
+    }
+
     /// Checks the settings, returning the layer or the first rule broken.
     ///
     /// ```
@@ -458,8 +494,16 @@ impl<T> ReconnectLayer<T> {
     /// assert_eq!(err.to_string(), "connect timeout must be greater than zero");
     /// ```
     pub fn validate(self) -> Result<Self, ConfigError> {
-        self.config.validate()?;
+        self.check()?;
         Ok(self)
+    }
+
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        self.config.validate()
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The target every service built by this layer connects to.

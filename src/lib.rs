@@ -143,6 +143,16 @@
 //! [`tower::buffer::Buffer`](https://docs.rs/tower/0.5/tower/buffer/struct.Buffer.html)
 //! over a `Reconnect` is enough.
 //!
+//! # Many connections to one target
+//!
+//! One [`Shared`] handle is one connection: over HTTP/1 one request at a
+//! time. [`ReconnectLayer::pool`] builds a [`Pool`] of `n` of them to the
+//! same target, each reconnecting on its own, behind one clone-able
+//! `Service` that sends each request to the least loaded connection that
+//! is up, and one [`ConnectionWatch`] over all of them (gRPC's rule:
+//! `Connected` while any connection is). After a loss the connections
+//! redial apart, not all at once. See [`Pool`].
+//!
 //! # With `tower::balance`
 //!
 //! Under `tower::balance::p2c::Balance`, give each endpoint its own
@@ -189,6 +199,7 @@ pub mod grpc;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 mod layer;
+pub mod pool;
 mod redact;
 mod resend;
 mod service;
@@ -198,6 +209,7 @@ mod watch;
 
 pub use backoff::Backoff;
 pub use layer::ReconnectLayer;
+pub use pool::{Pool, PoolLayer};
 pub use service::Reconnect;
 pub use shared::{Shared, SharedLayer};
 pub use watch::{ConnectionState, ConnectionWatch, Phase};

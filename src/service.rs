@@ -171,6 +171,17 @@ where
         self.machine.run_by_task()
     }
 
+    /// Makes this service one connection of a pool: its updates refresh
+    /// the pool's watch, and its first redials are spread apart from the
+    /// other connections'.
+    pub(crate) fn join_pool(
+        &mut self,
+        pool: &std::sync::Arc<crate::watch::Aggregate>,
+        spread: crate::backoff::Spread,
+    ) {
+        self.machine.join_pool(pool, spread);
+    }
+
     /// Idle after an idle close (or a loss while idle), until a request
     /// comes.
     pub(crate) fn is_dormant(&self) -> bool {

@@ -143,3 +143,40 @@ fn shared_allocates_no_more_than_buffer() {
     );
     assert!(shared <= buffer, "Shared {shared} > Buffer {buffer}");
 }
+
+/// A pool of four makes no more allocations per request than one shared
+/// handle: choosing the connection and counting its load allocate nothing.
+#[test]
+fn pool_allocates_no_more_than_shared() {
+    let rt = runtime();
+    async fn count<S>(mut svc: S) -> usize
+    where
+        S: Service<u64, Response = u64>,
+        S::Error: fmt::Debug,
+    {
+        // Enough for every connection's queue to have made (and recycled)
+        // its blocks, as one handle's has after 100.
+        for n in 0..1_000 {
+            assert_eq!(svc.ready().await.unwrap().call(n).await.unwrap(), n);
+        }
+        let before = ThreadAllocations::count();
+        for n in 0..REQUESTS {
+            let res = svc.ready().await.unwrap().call(black_box(n)).await;
+            assert_eq!(res.unwrap(), n);
+        }
+        ThreadAllocations::count() - before
+    }
+    let (shared, pool) = rt.block_on(async {
+        let shared = count(redial::Reconnect::new(make_echo(), ()).spawn(1024)).await;
+        let pool = ReconnectLayer::new(()).pool(4).layer(make_echo());
+        pool.watch().connected().await.unwrap();
+        let pool = count(pool).await;
+        (shared, pool)
+    });
+    println!(
+        "allocations per request: Shared {:.3}, Pool of 4 {:.3}",
+        shared as f64 / REQUESTS as f64,
+        pool as f64 / REQUESTS as f64,
+    );
+    assert!(pool <= shared, "Pool {pool} > Shared {shared}");
+}

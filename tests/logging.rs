@@ -106,3 +106,29 @@ async fn one_warning_per_outage() {
     assert_eq!(infos.len(), 2, "{infos:?}");
     assert_eq!(infos[1].0, "connection lost; reconnecting");
 }
+
+/// Each connection of a pool logs under the layer's name and its number, so logs tell the connections apart.
+#[tokio::test(start_paused = true)]
+async fn pool_connections_log_under_their_own_names() {
+    let (logs, _guard) = support::logs::Captured::start();
+    let make = Make::new();
+    let pool: redial::Pool<u32, _> = ReconnectLayer::new("peer")
+        .name("orders")
+        .pool(2)
+        .layer(make.clone());
+    for watch in pool.connections() {
+        watch.connected().await.unwrap();
+    }
+    make.otherwise(Dial::Fail("refused"));
+    make.conns()[1].kill();
+    pool.connections()[1].disconnected().await;
+    let text = logs.text();
+    assert!(text.contains("name=\"orders/0\""), "{text}");
+    assert!(text.contains("name=\"orders/1\""), "{text}");
+    let failed: Vec<_> = text
+        .lines()
+        .filter(|line| line.contains("connect attempt failed"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{text}");
+    assert!(failed[0].contains("orders/1"), "{text}");
+}

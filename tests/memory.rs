@@ -90,12 +90,13 @@ fn heap_per_reconnect() {
     println!(
         "heap of a Reconnect: {idle} bytes idle, {connected} connected, {dropped} once dropped"
     );
-    // Measured 504 bytes: the watch channel's shared state (a tokio `watch`
+    // Measured 528 bytes: the watch channel's shared state (a tokio `watch`
     // of `ConnectionState`, 416 bytes) and the edges `connected()` and
-    // `disconnected()` wait on (88); once connected the connect timer and
-    // the make future are freed.
+    // `disconnected()` wait on (112, with the slot a pool's connection
+    // keeps its membership in); once connected the connect timer and the
+    // make future are freed. The bound leaves a word of slack.
     assert!(
-        idle <= 512 && connected == idle,
+        idle <= 536 && connected == idle,
         "{idle} bytes idle, {connected} connected"
     );
     assert_eq!(dropped, 0);

@@ -374,3 +374,18 @@ pub type SharedHttp1<B> =
 /// ```
 pub type SharedHttp2<B> =
     crate::Shared<http::Request<B>, crate::future::ResponseFuture<ResponseFuture>>;
+
+/// The [`Pool`](crate::Pool) of [`Http1Connection`]s whose requests have
+/// body `B`: what
+/// `ReconnectLayer::new(uri).pool(n).layer(Http1Connector::new())` returns,
+/// named so that it can be stored. The form for HTTP/1 under concurrency,
+/// where one connection serves one request at a time.
+pub type PoolHttp1<B> =
+    crate::Pool<http::Request<B>, crate::future::ResponseFuture<ResponseFuture>>;
+
+/// The [`Pool`](crate::Pool) of [`Http2Connection`]s whose requests have
+/// body `B`: what
+/// `ReconnectLayer::new(uri).pool(n).layer(Http2Connector::new())` returns,
+/// named so that it can be stored.
+pub type PoolHttp2<B> =
+    crate::Pool<http::Request<B>, crate::future::ResponseFuture<ResponseFuture>>;

@@ -227,6 +227,12 @@ where
             watch,
         }
     }
+
+    /// Gives back a reserved slot, or stops waiting for one: a pool that
+    /// polled this handle chose another.
+    pub(crate) fn release(&mut self) {
+        self.tx.abort();
+    }
 }
 
 impl<Req, F> Shared<Req, F> {
@@ -269,6 +275,16 @@ impl<Req, F> Shared<Req, F> {
     /// up, or because the task ended.
     pub fn is_closed(&self) -> bool {
         self.handle().is_closed()
+    }
+
+    /// Whether `poll_ready` reserved a slot that `call` has not used yet.
+    pub(crate) fn is_reserved(&self) -> bool {
+        self.tx.is_reserved()
+    }
+
+    /// The error for a request that found the handle closed.
+    pub(crate) fn closed_error(&self) -> BoxError {
+        self.handle().closed_error()
     }
 }
 

@@ -19,7 +19,7 @@ use tracing::instrument::Instrumented;
 
 use super::{poll_attempt, timer::Timer, Activity, Machine, State};
 use crate::{
-    backoff::{spread, Delays},
+    backoff::{jittered, Delays},
     error::{cause, Cause, ConnectTimeout},
 };
 
@@ -64,7 +64,7 @@ impl<F, S> Machine<F, S> {
         self.aging = self
             .config
             .max_connection_age
-            .map(|age| Box::new(Aging::new(now + spread(age, SPREAD))));
+            .map(|age| Box::new(Aging::new(now + jittered(age, SPREAD))));
     }
 
     /// While connected, with a maximum age: starts the replacement when the

@@ -29,12 +29,12 @@ use tracing::{instrument::Instrumented, Instrument};
 pub(crate) use self::activity::InFlight;
 use self::{activity::Activity, age::Aging, timer::Timer};
 use crate::{
-    backoff::Delays,
+    backoff::{Delays, Spread},
     classify::Detector,
     error::{cause, ConnectFailed, ConnectTimeout, GaveUp, NotReady, Unavailable},
     future::ResponseFuture,
     layer::Config,
-    watch::{ConnectionState, ConnectionWatch, Phase, Publisher},
+    watch::{Aggregate, ConnectionState, ConnectionWatch, Phase, Publisher},
 };
 
 enum State<F, S> {
@@ -155,6 +155,13 @@ impl<F, S> Machine<F, S> {
 
     pub(crate) fn watch(&self) -> ConnectionWatch {
         self.publisher.watch()
+    }
+
+    /// Makes this the `spread`'s connection of a pool: its updates refresh
+    /// the pool's watch, and its first redials are spread apart from the
+    /// others'.
+    pub(crate) fn join_pool(&mut self, pool: &Arc<Aggregate>, spread: Spread) {
+        pool.join(&self.publisher, spread);
     }
 
     /// Marks the next `call` as sending a handed-back request again.

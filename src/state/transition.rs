@@ -1,7 +1,7 @@
 //! The transitions. Each one changes the state, the timer, the watch, the
 //! counters and the log together; no other code changes them.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 
@@ -12,6 +12,14 @@ use crate::{
 };
 
 impl<F, S> Machine<F, S> {
+    /// How much later than alone the first redial of a run of the schedule
+    /// comes: nothing, unless this connection is one of a pool's.
+    fn spread_offset(&self) -> Duration {
+        self.publisher
+            .spread()
+            .map_or(Duration::ZERO, |spread| spread.offset(self.proof_of_life))
+    }
+
     /// The name logs identify this connection by.
     fn name(&self) -> Option<&str> {
         self.config.name.as_deref()
@@ -87,7 +95,14 @@ impl<F, S> Machine<F, S> {
             return self.give_up(GaveUp::new(attempt, Some(cause)));
         };
         let now = Instant::now();
-        let retry_at = (self.attempt_start + delay).max(now);
+        // The first failure of an outage: in a pool, spread apart from the
+        // other connections, which may have failed at the same instant.
+        let spread = if self.outage {
+            Duration::ZERO
+        } else {
+            self.spread_offset()
+        };
+        let retry_at = (self.attempt_start + delay + spread).max(now);
         let retry_in = retry_at - now;
         if self.warned {
             tracing::debug!(name = self.name(), attempt, ?retry_in, %cause, "connect attempt failed");
@@ -156,13 +171,19 @@ impl<F, S> Machine<F, S> {
         tracing::info!(name = self.name(), %cause, "connection lost; reconnecting");
         // The reconnect is due now but starts in `poll_ready`, so that its
         // connect deadline runs from when it is driven: after a
-        // `mark_disconnected` the next `poll_ready` may come much later.
-        self.state = State::Disconnected { retry_at: now };
+        // `mark_disconnected` the next `poll_ready` may come much later. In
+        // a pool, whose connections a server restart cuts at the same
+        // instant, each one's is due at its own point of the spread.
+        let retry_at = now + self.spread_offset();
+        if retry_at > now {
+            self.timer.retry(retry_at);
+        }
+        self.state = State::Disconnected { retry_at };
         self.publisher.update(|s| {
             s.phase = Phase::Disconnected;
             s.attempt = 0;
             s.last_error = Some(cause);
-            s.retry_at = Some(now);
+            s.retry_at = Some(retry_at);
         });
     }
 

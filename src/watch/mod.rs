@@ -2,6 +2,7 @@
 //! [`ConnectionState`] snapshots it hands out, and the crate-private
 //! [`Publisher`] that the state machine writes through.
 
+mod aggregate;
 mod publisher;
 mod state;
 
@@ -10,14 +11,14 @@ use std::{
     pin::pin,
     sync::{
         atomic::{AtomicU8, Ordering},
-        Arc,
+        Arc, OnceLock,
     },
 };
 
 use tokio::sync::{watch, Notify};
 
-pub(crate) use self::publisher::Publisher;
 pub use self::state::{ConnectionState, Phase};
+pub(crate) use self::{aggregate::Aggregate, publisher::Publisher};
 use crate::error::Closed;
 
 /// A cheap, clone-able view of a connection's state, built on
@@ -82,6 +83,11 @@ struct Edges {
     up_or_closed: Notify,
     /// Notified when the phase leaves `Connected`.
     down: Notify,
+    /// In a pool: the pool's writer, told of every update, and this
+    /// connection's place in the spread. Here rather than in the
+    /// publisher, which the state machine holds inline, and boxed, so that
+    /// a connection of no pool pays a pointer and a flag for it.
+    pool: OnceLock<Box<aggregate::Membership>>,
 }
 
 impl Edges {
@@ -90,6 +96,7 @@ impl Edges {
             phase: AtomicU8::new(Phase::Idle as u8),
             up_or_closed: Notify::new(),
             down: Notify::new(),
+            pool: OnceLock::new(),
         }
     }
 
@@ -139,6 +146,14 @@ impl ConnectionWatch {
     /// `true` when the connection is up.
     pub fn is_connected(&self) -> bool {
         self.phase() == Phase::Connected
+    }
+
+    /// The phase from the edges' atomic: what [`phase`](Self::phase) reads,
+    /// without the state's lock, for a pool that reads every connection's
+    /// phase on each request.
+    #[inline]
+    pub(crate) fn phase_unlocked(&self) -> Phase {
+        self.edges.phase()
     }
 
     /// A [`watch::Receiver`] of the state, for `changed().await` loops and

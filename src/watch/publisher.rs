@@ -4,7 +4,8 @@ use std::sync::{atomic::Ordering, Arc};
 
 use tokio::sync::watch;
 
-use super::{ConnectionState, ConnectionWatch, Edges, Phase};
+use super::{aggregate::Membership, ConnectionState, ConnectionWatch, Edges, Phase};
+use crate::backoff::Spread;
 
 /// The one writer of a connection's state.
 pub(crate) struct Publisher {
@@ -17,6 +18,29 @@ impl Publisher {
         Self {
             tx: watch::Sender::new(ConnectionState::idle()),
             edges: Arc::new(Edges::new()),
+        }
+    }
+
+    /// Makes this connection one of a pool's: the pool is told of every
+    /// update from now on. A connection joins one pool, once.
+    pub(super) fn join(&self, membership: Membership) {
+        let _ = self.edges.pool.set(Box::new(membership));
+    }
+
+    /// A receiver of the state alone, for a pool's writer.
+    pub(super) fn receiver(&self) -> watch::Receiver<ConnectionState> {
+        self.tx.subscribe()
+    }
+
+    /// In a pool: this connection's place in the spread of the redials.
+    pub(crate) fn spread(&self) -> Option<Spread> {
+        self.edges.pool.get().map(|member| member.spread)
+    }
+
+    /// Tells the pool, if any, that this connection's state changed.
+    fn tell_pool(&self) {
+        if let Some(member) = self.edges.pool.get() {
+            member.aggregate.refresh();
         }
     }
 
@@ -43,6 +67,7 @@ impl Publisher {
         if let Some(before) = before {
             self.notify(before);
         }
+        self.tell_pool();
     }
 
     /// Wakes the waiters of the edge from `before` to the phase now.
@@ -60,6 +85,7 @@ impl Publisher {
     /// an event they must see (a connection replaced by a new one).
     pub(crate) fn announce(&self, update: impl FnOnce(&mut ConnectionState)) {
         self.tx.send_modify(update);
+        self.tell_pool();
     }
 
     pub(crate) fn state(&self) -> watch::Ref<'_, ConnectionState> {
@@ -89,5 +115,6 @@ impl Drop for Publisher {
         if let Some(before) = before {
             self.notify(before);
         }
+        self.tell_pool();
     }
 }

@@ -1,0 +1,177 @@
+//! Many connections seen as one: the state a [`Pool`](crate::Pool)'s watch
+//! publishes, worked out from its connections' states by gRPC's rule.
+
+use std::{
+    fmt,
+    sync::{Arc, Mutex, PoisonError},
+    task::Waker,
+};
+
+use tokio::{sync::watch, time::Instant};
+
+use super::{ConnectionState, ConnectionWatch, Phase, Publisher};
+use crate::{backoff::Spread, error::Cause};
+
+/// What a connection of a pool keeps of it, in its watch's shared part
+/// (the connection's own state machine is no bigger for it): the pool's
+/// writer, and the connection's place in the spread of the redials.
+pub(crate) struct Membership {
+    pub(super) aggregate: Arc<Aggregate>,
+    pub(super) spread: Spread,
+}
+
+impl fmt::Debug for Membership {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Membership")
+            .field("spread", &self.spread)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The writer of a pool's watch. Each connection's [`Publisher`] holds it
+/// and calls [`refresh`](Self::refresh) after every update it publishes,
+/// so the pool's state is worked out again at each change, by whoever made
+/// it, with no task to wake: the transition that changed a connection
+/// returns only once the pool's watch shows the change too.
+pub(crate) struct Aggregate {
+    publisher: Publisher,
+    members: Mutex<Members>,
+}
+
+/// The connections' states, and the causes last seen on them. Receivers
+/// only, not whole watches: a connection's watch holds its membership, so
+/// holding the watch here would make a cycle.
+struct Members {
+    /// The tasks waiting for a connection to come up (a pool's `poll_ready`
+    /// in wait-for-ready mode), woken when one does or all close.
+    waiters: Vec<Waker>,
+    watches: Vec<watch::Receiver<ConnectionState>>,
+    /// Each connection's `last_error` as last seen, and the order in which
+    /// it was first seen: the pool shows the newest.
+    causes: Vec<(Option<Cause>, u64)>,
+    seen: u64,
+}
+
+impl Aggregate {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            publisher: Publisher::new(),
+            members: Mutex::new(Members {
+                waiters: Vec::new(),
+                watches: Vec::new(),
+                causes: Vec::new(),
+                seen: 0,
+            }),
+        })
+    }
+
+    /// Adds the connection `publisher` writes for, at `spread`: from now on
+    /// every update it publishes refreshes the pool's state.
+    pub(crate) fn join(self: &Arc<Self>, publisher: &Publisher, spread: Spread) {
+        let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        members.watches.push(publisher.receiver());
+        members.causes.push((None, 0));
+        drop(members);
+        publisher.join(Membership {
+            aggregate: self.clone(),
+            spread,
+        });
+        self.refresh();
+    }
+
+    pub(crate) fn watch(&self) -> ConnectionWatch {
+        self.publisher.watch()
+    }
+
+    /// Wakes `waker` the next time a connection is up or all are closed.
+    /// Check again after: one may have come up before this call.
+    pub(crate) fn wake_when_up(&self, waker: &Waker) {
+        let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        if !members.waiters.iter().any(|w| w.will_wake(waker)) {
+            members.waiters.push(waker.clone());
+        }
+    }
+
+    /// Works the pool's state out again from its connections' and publishes
+    /// it (waking subscribers only when the phase changed, as any watch).
+    ///
+    /// | the connections | the pool |
+    /// |---|---|
+    /// | any `Connected` | `Connected` |
+    /// | else any `Connecting` | `Connecting` |
+    /// | else any `Idle` | `Idle` |
+    /// | else any `Disconnected` | `Disconnected`: `retry_at` the earliest, `None` while one of them is attempting |
+    /// | all `Closed` | `Closed` |
+    ///
+    /// `last_error` is the newest of the causes the connections show (none
+    /// while connected), `attempt` the highest, and the counters are sums.
+    /// Subscribers are woken when the phase changes, and when a connection
+    /// was replaced at its maximum age.
+    pub(crate) fn refresh(&self) {
+        let mut guard = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        let members = &mut *guard;
+        let mut next = ConnectionState::idle();
+        let mut seen = [false; 5];
+        let mut retry_at: Option<Instant> = None;
+        let mut attempting = false;
+        let mut newest: Option<(u64, Cause)> = None;
+        for (watch, cause) in members.watches.iter().zip(members.causes.iter_mut()) {
+            let state = watch.borrow();
+            seen[state.phase as usize] = true;
+            next.attempt = next.attempt.max(state.attempt);
+            next.connects += state.connects;
+            next.disconnects += state.disconnects;
+            next.resent += state.resent;
+            next.idle_closes += state.idle_closes;
+            next.replaced += state.replaced;
+            if state.phase == Phase::Disconnected {
+                match state.retry_at {
+                    Some(at) => retry_at = Some(retry_at.map_or(at, |r| r.min(at))),
+                    None => attempting = true,
+                }
+            }
+            let same = match (&state.last_error, &cause.0) {
+                (Some(now), Some(before)) => Arc::ptr_eq(now, before),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                members.seen += 1;
+                *cause = (state.last_error.clone(), members.seen);
+            }
+            if let (Some(error), order) = cause {
+                if newest.as_ref().is_none_or(|(n, _)| *order > *n) {
+                    newest = Some((*order, error.clone()));
+                }
+            }
+        }
+        next.phase = [
+            Phase::Connected,
+            Phase::Connecting,
+            Phase::Idle,
+            Phase::Disconnected,
+        ]
+        .into_iter()
+        .find(|phase| seen[*phase as usize])
+        .unwrap_or(Phase::Closed);
+        if next.phase != Phase::Connected {
+            next.last_error = newest.map(|(_, cause)| cause);
+        }
+        if next.phase == Phase::Disconnected && !attempting {
+            next.retry_at = retry_at;
+        }
+        let woken = match next.phase {
+            Phase::Connected | Phase::Closed => std::mem::take(&mut members.waiters),
+            _ => Vec::new(),
+        };
+        // A connection replaced at its age wakes the pool's subscribers
+        // too, as it wakes its own.
+        if next.replaced > self.publisher.state().replaced {
+            self.publisher.announce(|state| *state = next);
+        } else {
+            self.publisher.update(|state| *state = next);
+        }
+        drop(guard);
+        woken.into_iter().for_each(Waker::wake);
+    }
+}
