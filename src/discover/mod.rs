@@ -26,22 +26,17 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let (endpoints, mut changes) = redial::discover::channel(["10.0.0.1:80", "10.0.0.2:80"]);
-//! let mut next = || {
-//!     let change = changes.next();
-//!     async move {
-//!         match change.await.unwrap().unwrap() {
-//!             Change::Insert(key, _) => format!("+{key}"),
-//!             Change::Remove(key) => format!("-{key}"),
-//!         }
-//!     }
+//! let show = |change: Change<&str, &str>| match change {
+//!     Change::Insert(key, _) => format!("+{key}"),
+//!     Change::Remove(key) => format!("-{key}"),
 //! };
-//! assert_eq!(next().await, "+10.0.0.1:80");
-//! assert_eq!(next().await, "+10.0.0.2:80");
+//! assert_eq!(show(changes.next().await.unwrap().unwrap()), "+10.0.0.1:80");
+//! assert_eq!(show(changes.next().await.unwrap().unwrap()), "+10.0.0.2:80");
 //!
 //! // The registry now says: .2 and .3. Only the difference comes out.
 //! endpoints.send_replace(vec!["10.0.0.2:80", "10.0.0.3:80"]);
-//! assert_eq!(next().await, "-10.0.0.1:80");
-//! assert_eq!(next().await, "+10.0.0.3:80");
+//! assert_eq!(show(changes.next().await.unwrap().unwrap()), "-10.0.0.1:80");
+//! assert_eq!(show(changes.next().await.unwrap().unwrap()), "+10.0.0.3:80");
 //! # }
 //! ```
 
