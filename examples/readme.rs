@@ -69,9 +69,15 @@ async fn run() -> Result<(), BoxError> {
     checked("many connections: a pool of four answers, each has a watch, close closes all");
 
     let connector = Connector::default();
-    many_endpoints(addrs, connector.clone()).await?;
+    many_endpoints(addrs.clone(), connector.clone()).await?;
     assert_eq!(connector.dials(), 3);
     checked("many endpoints: a p2c balancer answers, over one connection per endpoint");
+
+    let connector = Connector::default();
+    let (first, rest) = addrs.split_at(1);
+    endpoints_from_discovery(first.to_vec(), rest.to_vec(), connector.clone()).await?;
+    assert!(connector.dials() >= 1);
+    checked("many endpoints from discovery: the balancer answers over the registry's endpoints");
 
     #[cfg(feature = "http")]
     {
@@ -220,6 +226,47 @@ async fn many_endpoints(addrs: Vec<SocketAddr>, connector: Connector) -> Result<
         let reply = balanced.ready().await?.call(format!("{n}")).await?;
         assert_eq!(reply, format!("echo: {n}"));
     }
+    Ok(())
+}
+
+/// README, "Many endpoints": endpoints from discovery.
+async fn endpoints_from_discovery(
+    addrs: Vec<SocketAddr>,
+    new_addrs: Vec<SocketAddr>,
+    connector: Connector,
+) -> Result<(), BoxError> {
+    use futures_util::StreamExt;
+    use redial::{discover, ReconnectLayer};
+    use tower::balance::p2c::Balance;
+    use tower::discover::Change;
+    use tower::load::{CompleteOnResponse, PendingRequests};
+    use tower::Layer;
+
+    let (registry, endpoints) = discover::channel(addrs); // the set as the registry has it now
+    let endpoints = endpoints.map(move |change| {
+        change.map(|change| match change {
+            Change::Insert(addr, _) => {
+                let svc = ReconnectLayer::new(addr)
+                    .wait_for_ready(true)
+                    .layer(connector.clone());
+                Change::Insert(
+                    addr,
+                    PendingRequests::new(svc, CompleteOnResponse::default()),
+                )
+            }
+            Change::Remove(addr) => Change::Remove(addr),
+        })
+    });
+    let balanced = Balance::new(endpoints);
+    registry.send_replace(new_addrs); // later: the registry's new set; only the difference changes
+
+    use tower::ServiceExt;
+    let mut balanced = balanced;
+    for n in 0..6 {
+        let reply = balanced.ready().await?.call(format!("{n}")).await?;
+        assert_eq!(reply, format!("echo: {n}"));
+    }
+    drop(registry);
     Ok(())
 }
 

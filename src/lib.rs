@@ -169,6 +169,8 @@
 //!   TLS section.
 //! - `grpc`: the `redial::grpc` module, `Endpoint` and `Channel` to use in
 //!   place of tonic's (turns on `http`).
+//! - `dns`: `redial::discover::dns`, endpoints from a host name resolved
+//!   again and again (tokio's resolver: turns on tokio's `net`).
 //!
 //! # Minimum supported Rust version
 //!
