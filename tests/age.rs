@@ -272,6 +272,54 @@ async fn idle_close_comes_before_the_age() {
     shared.close();
 }
 
+/// With no request at all, the task replaces the connection on time, again
+/// and again: each new connection's age wakes it.
+#[tokio::test(start_paused = true)]
+async fn shared_replaces_again_at_each_age_with_no_request() {
+    let make = Make::new();
+    let shared = connected(&make, layer()).await;
+    for n in 2..=4 {
+        to_the_earliest_age().await;
+        until_dials(&make, n, LATEST_MS - EARLIEST_MS + 2).await;
+        settle().await;
+        assert_eq!(shared.watch().state().replaced(), n as u64 - 1);
+    }
+    shared.close();
+}
+
+/// A replacement does not reset the idle clock: with an idle timeout longer
+/// than the age and no request, the connection is replaced once, then
+/// closed for idleness when it has been idle for the timeout since the
+/// last request (here: since it was first made), not a timeout after the
+/// replacement.
+#[tokio::test(start_paused = true)]
+async fn replacement_keeps_the_idle_clock() {
+    let make = Make::new();
+    let shared = connected(&make, layer().idle_timeout(Duration::from_secs(100))).await;
+    let start = Instant::now();
+    to_the_earliest_age().await;
+    until_dials(&make, 2, LATEST_MS - EARLIEST_MS + 2).await;
+    settle().await;
+    assert_eq!(shared.watch().state().replaced(), 1);
+
+    // The timer's millisecond: tokio rounds a deadline up to the next one.
+    let until_idle = Duration::from_millis(100_001) - start.elapsed();
+    tokio::time::advance(until_idle).await;
+    settle().await;
+    let state = shared.watch().state();
+    assert_eq!(
+        (state.idle_closes(), state.phase()),
+        (1, Phase::Idle),
+        "closed 100 s after the last request, replacement or not"
+    );
+    assert_eq!(
+        make.dials(),
+        2,
+        "no replacement of an idle-closed connection"
+    );
+    shared.close();
+}
+
 /// Zero is refused; without the setting a connection is kept for an hour.
 #[tokio::test(start_paused = true)]
 async fn zero_is_refused_and_off_by_default() {

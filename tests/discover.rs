@@ -2,6 +2,7 @@
 //! through a channel, and DNS (a scripted resolver on a paused clock, and
 //! tokio's resolver for `localhost`).
 
+#[cfg(feature = "dns")]
 use std::{
     collections::VecDeque,
     io,
@@ -12,6 +13,7 @@ use std::{
 
 use futures_util::{FutureExt, StreamExt};
 use redial::discover;
+#[cfg(feature = "dns")]
 use tokio::time::Instant;
 use tower::discover::Change;
 
@@ -34,10 +36,6 @@ where
         out.push(show(change.unwrap()));
     }
     out
-}
-
-fn addr(last: u8) -> SocketAddr {
-    SocketAddr::from(([10, 0, 0, last], 80))
 }
 
 // ===== list and channel =====
@@ -94,141 +92,150 @@ async fn channel_wakes_a_waiting_consumer() {
 
 // ===== dns =====
 
-/// A resolver that answers from a script, one answer per lookup (the last
-/// answer repeats), and logs when each lookup came.
-#[derive(Clone, Default)]
-struct Script {
-    answers: Arc<Mutex<VecDeque<io::Result<Vec<SocketAddr>>>>>,
-    lookups: Arc<Mutex<Vec<Instant>>>,
-}
+#[cfg(feature = "dns")]
+mod dns {
+    use super::*;
 
-impl Script {
-    fn new(answers: impl IntoIterator<Item = io::Result<Vec<SocketAddr>>>) -> Self {
-        let script = Self::default();
-        script.answers.lock().unwrap().extend(answers);
-        script
+    fn addr(last: u8) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, last], 80))
     }
 
-    fn source(&self, every: Duration) -> discover::Dns {
-        let script = self.clone();
-        discover::dns("service.test", 80, every).with_resolver(move |host, port| {
-            assert_eq!((host, port), ("service.test", 80));
-            script.lookups.lock().unwrap().push(Instant::now());
-            let mut answers = script.answers.lock().unwrap();
-            let answer = match answers.len() {
-                0 => Ok(Vec::new()),
-                1 => clone(answers.front().unwrap()),
-                _ => answers.pop_front().unwrap(),
-            };
-            std::future::ready(answer)
-        })
+    /// A resolver that answers from a script, one answer per lookup (the last
+    /// answer repeats), and logs when each lookup came.
+    #[derive(Clone, Default)]
+    struct Script {
+        answers: Arc<Mutex<VecDeque<io::Result<Vec<SocketAddr>>>>>,
+        lookups: Arc<Mutex<Vec<Instant>>>,
     }
 
-    fn lookups(&self) -> Vec<Duration> {
-        let lookups = self.lookups.lock().unwrap();
-        lookups.iter().map(|at| *at - lookups[0]).collect()
+    impl Script {
+        fn new(answers: impl IntoIterator<Item = io::Result<Vec<SocketAddr>>>) -> Self {
+            let script = Self::default();
+            script.answers.lock().unwrap().extend(answers);
+            script
+        }
+
+        fn source(&self, every: Duration) -> discover::Dns {
+            let script = self.clone();
+            discover::dns("service.test", 80, every).with_resolver(move |host, port| {
+                assert_eq!((host, port), ("service.test", 80));
+                script.lookups.lock().unwrap().push(Instant::now());
+                let mut answers = script.answers.lock().unwrap();
+                let answer = match answers.len() {
+                    0 => Ok(Vec::new()),
+                    1 => clone(answers.front().unwrap()),
+                    _ => answers.pop_front().unwrap(),
+                };
+                std::future::ready(answer)
+            })
+        }
+
+        fn lookups(&self) -> Vec<Duration> {
+            let lookups = self.lookups.lock().unwrap();
+            lookups.iter().map(|at| *at - lookups[0]).collect()
+        }
     }
-}
 
-fn clone(answer: &io::Result<Vec<SocketAddr>>) -> io::Result<Vec<SocketAddr>> {
-    match answer {
-        Ok(addrs) => Ok(addrs.clone()),
-        Err(err) => Err(io::Error::new(err.kind(), err.to_string())),
+    fn clone(answer: &io::Result<Vec<SocketAddr>>) -> io::Result<Vec<SocketAddr>> {
+        match answer {
+            Ok(addrs) => Ok(addrs.clone()),
+            Err(err) => Err(io::Error::new(err.kind(), err.to_string())),
+        }
     }
-}
 
-/// Lets the source run, on a paused clock, for `ms`; returns what it
-/// yielded.
-async fn run_for(source: &mut discover::Dns, ms: u64) -> Vec<String> {
-    let mut out = Vec::new();
-    let until = Instant::now() + Duration::from_millis(ms);
-    while let Ok(Some(change)) = tokio::time::timeout_at(until, source.next()).await {
-        out.push(show(change.unwrap()));
+    /// Lets the source run, on a paused clock, for `ms`; returns what it
+    /// yielded.
+    async fn run_for(source: &mut discover::Dns, ms: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        let until = Instant::now() + Duration::from_millis(ms);
+        while let Ok(Some(change)) = tokio::time::timeout_at(until, source.next()).await {
+            out.push(show(change.unwrap()));
+        }
+        out
     }
-    out
-}
 
-/// Resolved at the first poll and every interval after; an address that
-/// appears is inserted, one that vanished removed.
-#[tokio::test(start_paused = true)]
-async fn dns_resolves_at_start_and_every_interval() {
-    let script = Script::new([
-        Ok(vec![addr(1), addr(2)]),
-        Ok(vec![addr(1), addr(2)]),
-        Ok(vec![addr(2), addr(3)]),
-    ]);
-    let mut source = script.source(Duration::from_secs(30));
-    assert_eq!(
-        run_for(&mut source, 1).await,
-        ["+10.0.0.1:80", "+10.0.0.2:80"]
-    );
-    assert!(run_for(&mut source, 30_000).await.is_empty(), "no change");
-    assert_eq!(
-        run_for(&mut source, 30_000).await,
-        ["-10.0.0.1:80", "+10.0.0.3:80"]
-    );
-    assert_eq!(
-        script.lookups(),
-        [0, 30, 60].map(Duration::from_secs),
-        "at start, then every 30 s"
-    );
-    assert_eq!(source.addresses(), [addr(2), addr(3)]);
-}
+    /// Resolved at the first poll and every interval after; an address that
+    /// appears is inserted, one that vanished removed.
+    #[tokio::test(start_paused = true)]
+    async fn dns_resolves_at_start_and_every_interval() {
+        let script = Script::new([
+            Ok(vec![addr(1), addr(2)]),
+            Ok(vec![addr(1), addr(2)]),
+            Ok(vec![addr(2), addr(3)]),
+        ]);
+        let mut source = script.source(Duration::from_secs(30));
+        assert_eq!(
+            run_for(&mut source, 1).await,
+            ["+10.0.0.1:80", "+10.0.0.2:80"]
+        );
+        assert!(run_for(&mut source, 30_000).await.is_empty(), "no change");
+        assert_eq!(
+            run_for(&mut source, 30_000).await,
+            ["-10.0.0.1:80", "+10.0.0.3:80"]
+        );
+        assert_eq!(
+            script.lookups(),
+            [0, 30, 60].map(Duration::from_secs),
+            "at start, then every 30 s"
+        );
+        assert_eq!(source.addresses(), [addr(2), addr(3)]);
+    }
 
-/// A failed lookup, or one that answers no address, keeps the endpoints.
-#[tokio::test(start_paused = true)]
-async fn dns_keeps_the_endpoints_when_a_lookup_fails_or_is_empty() {
-    let script = Script::new([
-        Ok(vec![addr(1)]),
-        Err(io::Error::other("SERVFAIL")),
-        Ok(vec![]),
-        Ok(vec![addr(1)]),
-    ]);
-    let mut source = script.source(Duration::from_secs(10));
-    assert_eq!(run_for(&mut source, 1).await, ["+10.0.0.1:80"]);
-    assert!(run_for(&mut source, 30_000).await.is_empty());
-    assert_eq!(script.lookups().len(), 4);
-    assert_eq!(source.addresses(), [addr(1)]);
-}
+    /// A failed lookup, or one that answers no address, keeps the endpoints.
+    #[tokio::test(start_paused = true)]
+    async fn dns_keeps_the_endpoints_when_a_lookup_fails_or_is_empty() {
+        let script = Script::new([
+            Ok(vec![addr(1)]),
+            Err(io::Error::other("SERVFAIL")),
+            Ok(vec![]),
+            Ok(vec![addr(1)]),
+        ]);
+        let mut source = script.source(Duration::from_secs(10));
+        assert_eq!(run_for(&mut source, 1).await, ["+10.0.0.1:80"]);
+        assert!(run_for(&mut source, 30_000).await.is_empty());
+        assert_eq!(script.lookups().len(), 4);
+        assert_eq!(source.addresses(), [addr(1)]);
+    }
 
-/// A refresh looks the name up at once, but no sooner than a second after
-/// the last lookup started; several asks make one lookup.
-#[tokio::test(start_paused = true)]
-async fn dns_refresh_looks_up_at_once_at_most_once_a_second() {
-    let script = Script::new([Ok(vec![addr(1)]), Ok(vec![addr(2)])]);
-    let mut source = script.source(Duration::from_secs(30));
-    let refresh = source.refresher();
-    let start = Instant::now();
-    assert_eq!(run_for(&mut source, 1).await, ["+10.0.0.1:80"]);
+    /// A refresh looks the name up at once, but no sooner than a second after
+    /// the last lookup started; several asks make one lookup.
+    #[tokio::test(start_paused = true)]
+    async fn dns_refresh_looks_up_at_once_at_most_once_a_second() {
+        let script = Script::new([Ok(vec![addr(1)]), Ok(vec![addr(2)])]);
+        let mut source = script.source(Duration::from_secs(30));
+        let refresh = source.refresher();
+        let start = Instant::now();
+        assert_eq!(run_for(&mut source, 1).await, ["+10.0.0.1:80"]);
 
-    refresh.refresh();
-    refresh.refresh();
-    assert_eq!(
-        run_for(&mut source, 2_000).await,
-        ["-10.0.0.1:80", "+10.0.0.2:80"]
-    );
-    let lookups = script.lookups();
-    assert_eq!(lookups, [Duration::ZERO, Duration::from_secs(1)]);
+        refresh.refresh();
+        refresh.refresh();
+        assert_eq!(
+            run_for(&mut source, 2_000).await,
+            ["-10.0.0.1:80", "+10.0.0.2:80"]
+        );
+        let lookups = script.lookups();
+        assert_eq!(lookups, [Duration::ZERO, Duration::from_secs(1)]);
 
-    // Asked long after that lookup: at once.
-    tokio::time::advance(Duration::from_secs(5)).await;
-    let asked = start.elapsed();
-    refresh.refresh();
-    run_for(&mut source, 1).await;
-    assert_eq!(script.lookups()[2], asked);
-}
+        // Asked long after that lookup: at once.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let asked = start.elapsed();
+        refresh.refresh();
+        run_for(&mut source, 1).await;
+        assert_eq!(script.lookups()[2], asked);
+    }
 
-/// tokio's resolver finds `localhost`.
-#[tokio::test]
-async fn dns_resolves_localhost_with_tokios_resolver() {
-    let mut source = discover::dns("localhost", 8080, Duration::from_secs(60));
-    let first = tokio::time::timeout(Duration::from_secs(10), source.next())
-        .await
-        .expect("resolved")
-        .unwrap()
-        .unwrap();
-    let Change::Insert(addr, _) = first else {
-        panic!("an insert first")
-    };
-    assert!(addr.ip().is_loopback() && addr.port() == 8080, "{addr}");
+    /// tokio's resolver finds `localhost`.
+    #[tokio::test]
+    async fn dns_resolves_localhost_with_tokios_resolver() {
+        let mut source = discover::dns("localhost", 8080, Duration::from_secs(60));
+        let first = tokio::time::timeout(Duration::from_secs(10), source.next())
+            .await
+            .expect("resolved")
+            .unwrap()
+            .unwrap();
+        let Change::Insert(addr, _) = first else {
+            panic!("an insert first")
+        };
+        assert!(addr.ip().is_loopback() && addr.port() == 8080, "{addr}");
+    }
 }

@@ -37,7 +37,8 @@ type Resolver = Box<dyn FnMut(&str, u16) -> Lookup + Send>;
 ///
 /// A lookup that fails, or that answers no address, changes nothing: the
 /// endpoints stay as they were, a warning is logged, and the next lookup
-/// comes on schedule. Dropping every endpoint because the resolver had a
+/// comes on schedule (or a second after, while no address is known yet). A
+/// lookup still running when the next is due is abandoned as failed. Dropping every endpoint because the resolver had a
 /// bad moment would turn it into an outage.
 ///
 /// Lookups use tokio's resolver ([`tokio::net::lookup_host`], the system's
@@ -142,20 +143,27 @@ impl Dns {
         self.diff.current()
     }
 
+    /// Starts a lookup, bounded by the time the next one is due.
     fn start_lookup(&mut self, now: Instant) {
         self.started = Some(now);
         self.refresh.asked.store(false, Ordering::Release);
         tracing::debug!(host = %self.host, port = self.port, "resolving");
         self.lookup = Some((self.resolver)(&self.host, self.port));
+        let bound = now + self.every;
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().reset(bound),
+            None => self.sleep = Some(Box::pin(sleep_until(bound))),
+        }
     }
 
     /// When the next lookup is due: `every` after the last one started, or
-    /// sooner when a refresh was asked for.
+    /// sooner when a refresh was asked for or no endpoint is known yet (the
+    /// first lookups failed).
     fn due(&self) -> Instant {
         let Some(started) = self.started else {
             return Instant::now();
         };
-        if self.refresh.asked.load(Ordering::Acquire) {
+        if self.refresh.asked.load(Ordering::Acquire) || self.diff.current().is_empty() {
             started + MIN_REFRESH.min(self.every)
         } else {
             started + self.every
@@ -188,7 +196,16 @@ impl Stream for Dns {
                 return Poll::Ready(Some(Ok(change)));
             }
             if let Some(lookup) = &mut this.lookup {
-                let answer = std::task::ready!(lookup.as_mut().poll(cx));
+                let answer = match lookup.as_mut().poll(cx) {
+                    Poll::Ready(answer) => answer,
+                    // A lookup that hangs ends at the next one's time.
+                    Poll::Pending => match this.sleep.as_mut().map(|s| s.as_mut().poll(cx)) {
+                        Some(Poll::Ready(())) => {
+                            Err(io::Error::new(io::ErrorKind::TimedOut, "lookup timed out"))
+                        }
+                        _ => return Poll::Pending,
+                    },
+                };
                 this.lookup = None;
                 this.answered(answer);
                 continue;

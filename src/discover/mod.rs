@@ -100,7 +100,9 @@ impl<T: Clone + Eq + Hash> Diff<T> {
     pub(crate) fn next(&mut self) -> Option<Change<T, T>> {
         self.pending.pop_front()
     }
+}
 
+impl<T> Diff<T> {
     /// The endpoints as of the last set.
     pub(crate) fn current(&self) -> &[T] {
         &self.current
@@ -141,7 +143,7 @@ impl<T: Clone + Eq + Hash> Stream for List<T> {
 impl<T: fmt::Debug> fmt::Debug for List<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("List")
-            .field("endpoints", &self.diff.current)
+            .field("endpoints", &self.diff.current())
             .finish()
     }
 }
@@ -214,7 +216,7 @@ where
 impl<T: fmt::Debug> fmt::Debug for Channel<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Channel")
-            .field("endpoints", &self.diff.current)
+            .field("endpoints", &self.diff.current())
             .finish()
     }
 }

@@ -151,6 +151,10 @@ pub struct Pool<Req, F> {
     picker: Picker,
     /// The connection `poll_ready` reserved a slot on (or waits on).
     chosen: Option<usize>,
+    /// The chosen connection's load, taken with the slot: a request counts
+    /// from its reservation, so that clones choosing at the same moment on
+    /// other threads see it and choose another connection.
+    share: Option<Arc<()>>,
     /// In wait-for-ready mode: the pool's own wait for any connection.
     wait: Option<WaitForAny>,
     /// The last `Ready(Ok)` ended a wait that ran out: `call` fails.
@@ -210,6 +214,7 @@ where
             handles,
             picker: Picker::new(watches),
             chosen: None,
+            share: None,
             wait: config.wait_for_ready.then_some(WaitForAny {
                 timeout: config.wait_timeout,
                 sleep: None,
@@ -222,9 +227,13 @@ where
     /// Gives back the slot reserved on the connection chosen before, if
     /// `next` is another.
     fn choose(&mut self, next: usize) {
-        if let Some(before) = self.chosen.replace(next) {
-            if before != next {
-                self.handles[before].release();
+        match self.chosen.replace(next) {
+            Some(before) if before == next && self.share.is_some() => {}
+            before => {
+                if let Some(before) = before.filter(|&before| before != next) {
+                    self.handles[before].release();
+                }
+                self.share = Some(self.picker.load(next));
             }
         }
     }
@@ -237,6 +246,7 @@ where
         if let Some(before) = self.chosen.take() {
             self.handles[before].release();
         }
+        self.share = None;
         self.aggregate.wake_when_up(cx.waker());
         if self.picker.any_up(&self.handles) {
             // Came up before the waker was in place: look again.
@@ -328,7 +338,10 @@ where
             };
             self.choose(next);
             match self.handles[next].poll_ready(cx) {
-                Poll::Ready(Err(_)) => self.chosen = None,
+                Poll::Ready(Err(_)) => {
+                    self.chosen = None;
+                    self.share = None;
+                }
                 Poll::Ready(Ok(())) => {
                     self.end_wait();
                     return Poll::Ready(Ok(()));
@@ -353,12 +366,13 @@ where
         let Some(chosen) = self.chosen.take() else {
             return ResponseFuture::failed(Box::new(NotReady::new()));
         };
+        let share = self.share.take();
         let handle = &mut self.handles[chosen];
         if !handle.is_reserved() {
             handle.release();
             return ResponseFuture::failed(Box::new(NotReady::new()));
         }
-        let load = self.picker.load(chosen);
+        let load = share.unwrap_or_else(|| self.picker.load(chosen));
         ResponseFuture::new(handle.call(request), load)
     }
 }
@@ -369,6 +383,7 @@ impl<Req, F> Clone for Pool<Req, F> {
             handles: self.handles.clone(),
             picker: self.picker.clone(),
             chosen: None,
+            share: None,
             wait: self.wait.as_ref().map(|wait| WaitForAny {
                 timeout: wait.timeout,
                 sleep: None,

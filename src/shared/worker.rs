@@ -254,6 +254,13 @@ where
         } else {
             self.handle.set_closed(Closed::new(None));
         }
+        // The queue of requests to send again outlives the task (response
+        // futures hold it): refuse what comes later, and answer what waits,
+        // so that no caller waits for a task that is gone.
+        self.inbox.resend.close();
+        while let Some(msg) = self.inbox.resend.try_recv() {
+            let _ = msg.tx.send(Err(self.handle.closed_error()));
+        }
     }
 }
 

@@ -99,7 +99,9 @@ impl<F, S> Machine<F, S> {
                 }
             };
             match poll_attempt(attempt, cx, make, target, &self.config) {
-                Poll::Ready(Ok(svc)) => return self.replaced(svc),
+                // On to the new connection's age: its timer must be polled
+                // to wake this task on time.
+                Poll::Ready(Ok(svc)) => self.replaced(svc),
                 Poll::Ready(Err(e)) => self.replacement_failed(cause(e)),
                 Poll::Pending if aging.timer.poll(cx).is_pending() => return,
                 Poll::Pending => {
@@ -121,10 +123,14 @@ impl<F, S> Machine<F, S> {
         );
         self.connected_at = now;
         self.generation += 1;
-        if self.activity.is_some() {
+        if let Some(old) = &self.activity {
             let report = self.detector.as_ref().map(|d| d.report(self.generation));
             let timed = self.config.idle_timeout.is_some();
-            self.activity = Some(Activity::new(report, timed, now));
+            // Idle since when the old one was, if it was: a replacement is
+            // no request, and must not keep an idle connection from its
+            // idle close.
+            let idle_since = old.idle_since().unwrap_or(now);
+            self.activity = Some(Activity::new(report, timed, idle_since));
         }
         self.state = State::Connected { svc };
         self.start_ageing(now);

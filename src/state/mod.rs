@@ -419,9 +419,11 @@ impl<F, S> Machine<F, S> {
     /// the timer is left armed to check back, no later than the idle
     /// deadline: a request that ends does not wake the machine, so while
     /// requests are in flight the timer comes back a timeout from now, and
-    /// when it fires before the deadline it is armed again for it. It is
-    /// reset only then, not on every request, and so it wakes the task that
-    /// polled when it was armed.
+    /// when it has passed before the deadline it is armed again for it. It
+    /// is reset only then, not on every request; but it is polled on every
+    /// call, so that it wakes the task that polled last, even when it was
+    /// armed for something else and never polled (a connect deadline whose
+    /// attempt succeeded at once).
     fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
         let (Some(limit), Some(activity)) = (self.config.idle_timeout, &self.activity) else {
             return false;
@@ -439,12 +441,16 @@ impl<F, S> Machine<F, S> {
             }
             None => Instant::now() + limit,
         };
-        let early_enough = self.timer.armed_at().is_some_and(|at| at <= due);
-        if !early_enough || self.timer.is_elapsed() {
+        let now = Instant::now();
+        let still_good = self
+            .timer
+            .armed_at()
+            .is_some_and(|at| at <= due && at > now);
+        if !still_good {
             self.timer.deadline(due);
-            // Registers this task: nothing else wakes it.
-            let _ = self.timer.poll(cx);
         }
+        // Registers this task: nothing else wakes it.
+        let _ = self.timer.poll(cx);
         false
     }
 

@@ -54,12 +54,6 @@ impl Timer {
         self.sleep.as_ref().map(|sleep| sleep.deadline())
     }
 
-    /// Whether it fired (without registering a waker); `true` when
-    /// disarmed.
-    pub(super) fn is_elapsed(&self) -> bool {
-        self.sleep.as_ref().is_none_or(|sleep| sleep.is_elapsed())
-    }
-
     /// `Ready` once the time it was armed for has passed; `Ready` when
     /// disarmed.
     pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
