@@ -161,6 +161,6 @@ both_protocols! {
             "{accepts} accepted, {} connects",
             state.connects()
         );
-        println!("{sent} requests, {} replacements", state.replaced());
+        println!("{}: {sent} requests, {} replacements", module_path!(), state.replaced());
     }
 }
