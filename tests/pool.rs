@@ -152,6 +152,22 @@ async fn fails_fast_only_when_no_connection_is_up() {
     assert_eq!(make.dials(), dials);
 }
 
+/// `reset_backoff` makes every connection's waiting retry due now.
+#[tokio::test(start_paused = true)]
+async fn reset_backoff_redials_every_connection_now() {
+    let make = Make::new();
+    make.otherwise(Dial::Fail("refused"));
+    let pool = pool(layer(), &make, 2);
+    settle().await;
+    assert_eq!(make.dials(), 2, "one failed attempt each");
+    assert_eq!(pool.watch().phase(), Phase::Disconnected);
+
+    pool.reset_backoff();
+    settle().await;
+    assert_eq!(make.dials(), 4, "both retried at once, not after 2 s");
+    pool.close();
+}
+
 /// A request that finds no connection up waits for one while the first attempts run, as a single connection's does.
 #[tokio::test(start_paused = true)]
 async fn a_request_waits_for_the_first_attempts() {

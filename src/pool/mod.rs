@@ -299,6 +299,16 @@ impl<Req, F> Pool<Req, F> {
         }
     }
 
+    /// Starts every connection's backoff schedule afresh and makes each
+    /// waiting retry due now, for every clone, as
+    /// [`Shared::reset_backoff`] does for one: use it when you learn the
+    /// peer is back.
+    pub fn reset_backoff(&self) {
+        for handle in self.handles.iter() {
+            handle.reset_backoff();
+        }
+    }
+
     /// Whether every connection is closed: by [`close`](Self::close), by
     /// giving up, or because its task ended.
     pub fn is_closed(&self) -> bool {
