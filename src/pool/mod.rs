@@ -60,7 +60,9 @@ use crate::{
 /// only when no connection is up, and in wait-for-ready mode it waits for
 /// whichever connection is up first. A request already in a connection's
 /// queue stays there: if that connection goes down before the request is
-/// sent, the request meets its rules, even when others are up. Calling
+/// sent, the request meets its rules, even when others are up; so does a
+/// `poll_ready` waiting for room in the chosen connection's full queue (a
+/// full queue means every connection up is as loaded). Calling
 /// `call` without a `Ready(Ok)` from `poll_ready` first returns
 /// [`NotReady`] instead of panicking.
 ///
