@@ -113,7 +113,15 @@ fn main() {
     let mut c = Criterion::default().without_plots().configure_from_args();
     throughput::criterion(&mut c, &rt, "grpc", ("tonic", &tonic), &redial, &CALLERS);
     c.final_summary();
-    throughput::compare(&rt, "grpc", ("tonic", &tonic), &redial, &CALLERS, ROUNDS, per_round);
+    throughput::compare(
+        &rt,
+        "grpc",
+        ("tonic", &tonic),
+        &redial,
+        &CALLERS,
+        ROUNDS,
+        per_round,
+    );
 
     // Every call went through the connection made above: no reconnect.
     assert_eq!(watch.state().connects(), 1);

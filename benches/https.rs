@@ -175,7 +175,15 @@ fn main() {
     let mut c = Criterion::default().without_plots().configure_from_args();
     throughput::criterion(&mut c, &rt, "https", ("hyper", &hyper), &redial, &CALLERS);
     c.final_summary();
-    throughput::compare(&rt, "https", ("hyper", &hyper), &redial, &CALLERS, ROUNDS, per_round);
+    throughput::compare(
+        &rt,
+        "https",
+        ("hyper", &hyper),
+        &redial,
+        &CALLERS,
+        ROUNDS,
+        per_round,
+    );
 
     // Every call went through the connection made above: no reconnect,
     // and the server saw one handshake from each client.

@@ -64,7 +64,12 @@ use redial::{
     ConnectionWatch, ReconnectLayer,
 };
 use throughput::Caller;
-use tokio::{net::TcpListener, runtime::Runtime, sync::oneshot, task::JoinSet};
+use tokio::{
+    net::TcpListener,
+    runtime::Runtime,
+    sync::{oneshot, Semaphore},
+    task::JoinSet,
+};
 use tonic::transport::{Channel, Endpoint};
 use tower::{BoxError, Layer, Service, ServiceExt};
 
@@ -115,15 +120,21 @@ where
     }
 }
 
-/// hyper-util's pooled HTTP/1 client.
+/// hyper-util's pooled HTTP/1 client; with `in_flight`, each call first
+/// takes a permit of that semaphore and holds it until its body is read.
 #[derive(Clone)]
 struct Hyper {
     client: Client<HttpConnector, Body>,
     uri: Uri,
+    in_flight: Option<Arc<Semaphore>>,
 }
 
 impl Caller for Hyper {
     async fn call(&mut self) {
+        let _permit = match &self.in_flight {
+            Some(permits) => Some(permits.acquire().await.expect("permit")),
+            None => None,
+        };
         let req = Request::get(self.uri.clone())
             .body(Body::default())
             .expect("request");
@@ -198,8 +209,9 @@ fn main() {
 /// HTTP/1: redial's pool of 8 against hyper-util's `Client`. Without
 /// `c`, only `REDIAL_CALLS`'s calls.
 fn http1_bench(rt: &Runtime, c: Option<&mut Criterion>) {
-    let server = Server::start(Protocol::Http1, 2);
-    let [hyper_port, redial_port] = [&server.ports[0], &server.ports[1]];
+    let server = Server::start(Protocol::Http1, 3);
+    let [hyper_port, redial_port, limited_port] =
+        [&server.ports[0], &server.ports[1], &server.ports[2]];
 
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
@@ -208,6 +220,14 @@ fn http1_bench(rt: &Runtime, c: Option<&mut Criterion>) {
             .pool_max_idle_per_host(HTTP1_CONNECTIONS)
             .build(http),
         uri: hyper_port.uri(),
+        in_flight: None,
+    };
+    // hyper-util has no cap on the connections it opens; the nearest a
+    // user gets is to let only 8 requests in at a time.
+    let limited = Hyper {
+        uri: limited_port.uri(),
+        in_flight: Some(Arc::new(Semaphore::new(HTTP1_CONNECTIONS))),
+        ..hyper.clone()
     };
     let redial = Redial {
         client: ReconnectLayer::new(redial_port.uri())
@@ -218,6 +238,7 @@ fn http1_bench(rt: &Runtime, c: Option<&mut Criterion>) {
     let watch = redial.client.watch();
     let connections = redial.client.connections();
     rt.block_on(warm_up(&hyper, &redial, &connections));
+    rt.block_on(warm_up(&limited, &redial, &connections));
 
     if throughput::calls_only(rt, ("hyper", &hyper), &redial) {
         return;
@@ -225,8 +246,8 @@ fn http1_bench(rt: &Runtime, c: Option<&mut Criterion>) {
     let c = c.expect("criterion");
     throughput::criterion(c, rt, "pool_http1", ("hyper", &hyper), &redial, &CALLERS);
     println!(
-        "\npool_http1, criterion's part: connections opened (most open at once): \
-         hyper {}, redial {}",
+        "\npool_http1, warm-up and criterion's part: connections opened (most open \
+         at once): hyper {}, redial {}",
         hyper_port.take(),
         redial_port.take()
     );
@@ -245,9 +266,25 @@ fn http1_bench(rt: &Runtime, c: Option<&mut Criterion>) {
         hyper_port.take(),
         redial_port.take()
     );
+    // The same against hyper-util with 8 requests in flight at most.
+    throughput::compare(
+        rt,
+        "pool_http1, hyper 8 in flight",
+        ("hyper", &limited),
+        &redial,
+        &CALLERS,
+        ROUNDS,
+        per_round,
+    );
+    println!(
+        "pool_http1, hyper 8 in flight, warm-up and interleaved pass: connections \
+         opened (most open at once): hyper {}, redial {}",
+        limited_port.take(),
+        redial_port.take()
+    );
     // redial's pool never redialled.
     assert_eq!(watch.state().connects(), HTTP1_CONNECTIONS as u64);
-    drop((hyper, redial));
+    drop((hyper, limited, redial));
     server.stop();
 }
 
@@ -277,8 +314,8 @@ fn http2_bench(rt: &Runtime, c: Option<&mut Criterion>) {
     throughput::criterion(c, rt, "pool_http2", ("tonic", &tonic), &redial, &CALLERS);
     let tonic_conns = || format!("{} + {}", tonic_a.take(), tonic_b.take());
     println!(
-        "\npool_http2, criterion's part: connections opened (most open at once): \
-         tonic {}, redial {}",
+        "\npool_http2, warm-up and criterion's part: connections opened (most open \
+         at once): tonic {}, redial {}",
         tonic_conns(),
         redial_port.take()
     );
