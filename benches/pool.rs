@@ -29,9 +29,11 @@
 //! minutes); `-- --warm-up-time 1 --measurement-time 2` shortens
 //! criterion's part and `REDIAL_ROUNDS=20` the interleaved pass.
 //! `REDIAL_CALLS=hyper:3000:64` (or `redial:…`) makes only those calls
-//! through one client of the HTTP/1 comparison, for a profiler;
-//! `REDIAL_HTTP=2` with `REDIAL_CALLS=tonic:…` (or `redial:…`) does so for
-//! the HTTP/2 one.
+//! through one client of the HTTP/1 comparison, for a profiler
+//! (`valgrind --tool=callgrind` gives repeatable instruction counts whatever
+//! else the machine does); `REDIAL_HTTP=1-limited` does so against
+//! hyper-util with 8 requests in flight, and `REDIAL_HTTP=2` with
+//! `REDIAL_CALLS=tonic:…` (or `redial:…`) in the HTTP/2 comparison.
 
 #[path = "common/interleave.rs"]
 mod interleave;
@@ -177,10 +179,11 @@ async fn hello(res: Result<Response<Incoming>, BoxError>) {
 }
 
 fn main() {
-    let http2 = match std::env::var("REDIAL_HTTP").as_deref() {
-        Err(_) | Ok("1") => false,
-        Ok("2") => true,
-        Ok(other) => panic!("REDIAL_HTTP takes 1 or 2, not {other}"),
+    let which = match std::env::var("REDIAL_HTTP").as_deref() {
+        Err(_) | Ok("1") => Only::Http1,
+        Ok("1-limited") => Only::Http1Limited,
+        Ok("2") => Only::Http2,
+        Ok(other) => panic!("REDIAL_HTTP takes 1, 1-limited or 2, not {other}"),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -191,24 +194,33 @@ fn main() {
     let _guard = rt.enter();
 
     if std::env::var_os("REDIAL_CALLS").is_some() {
-        if http2 {
-            http2_bench(&rt, None);
-        } else {
-            http1_bench(&rt, None);
+        match which {
+            Only::Http2 => http2_bench(&rt, None),
+            _ => http1_bench(&rt, None, which == Only::Http1Limited),
         }
         return;
     }
     // Without plots: on this machine plotters takes ~10 s per benchmark, and
     // the tables after the report are what to quote.
     let mut c = Criterion::default().without_plots().configure_from_args();
-    http1_bench(&rt, Some(&mut c));
+    http1_bench(&rt, Some(&mut c), false);
     http2_bench(&rt, Some(&mut c));
     c.final_summary();
 }
 
-/// HTTP/1: redial's pool of 8 against hyper-util's `Client`. Without
-/// `c`, only `REDIAL_CALLS`'s calls.
-fn http1_bench(rt: &Runtime, c: Option<&mut Criterion>) {
+/// The comparison `REDIAL_CALLS` makes its calls in (`REDIAL_HTTP`).
+#[derive(Clone, Copy, PartialEq)]
+enum Only {
+    Http1,
+    /// Against hyper-util with 8 requests in flight.
+    Http1Limited,
+    Http2,
+}
+
+/// HTTP/1: redial's pool of 8 against hyper-util's `Client`, then against
+/// the same with 8 requests in flight at most. Without `c`, only
+/// `REDIAL_CALLS`'s calls, against the second if `limited_only`.
+fn http1_bench(rt: &Runtime, c: Option<&mut Criterion>, limited_only: bool) {
     let server = Server::start(Protocol::Http1, 3);
     let [hyper_port, redial_port, limited_port] =
         [&server.ports[0], &server.ports[1], &server.ports[2]];
@@ -240,7 +252,8 @@ fn http1_bench(rt: &Runtime, c: Option<&mut Criterion>) {
     rt.block_on(warm_up(&hyper, &redial, &connections));
     rt.block_on(warm_up(&limited, &redial, &connections));
 
-    if throughput::calls_only(rt, ("hyper", &hyper), &redial) {
+    let alt = if limited_only { &limited } else { &hyper };
+    if throughput::calls_only(rt, ("hyper", alt), &redial) {
         return;
     }
     let c = c.expect("criterion");
