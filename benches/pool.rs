@@ -5,7 +5,10 @@
 //!   (`ReconnectLayer::new(uri).pool(8).layer(Http1Connector::new())`)
 //!   against hyper-util's legacy `Client` with `pool_max_idle_per_host(8)`
 //!   over its `HttpConnector` (`TCP_NODELAY` on, as redial's connector
-//!   sets it);
+//!   sets it), then against the same client behind a semaphore of 8
+//!   permits, each call holding one until its body is read: hyper-util has
+//!   no setting that caps the connections it opens, and 8 requests in
+//!   flight is the nearest a user gets to 8 connections;
 //! - HTTP/2: redial's `Pool` of 2 over `Http2Connector` against tonic's
 //!   `Channel::balance_list` over 2 endpoints, sent plain HTTP requests
 //!   (tonic's `Channel` is a `Service<http::Request<tonic::body::Body>>`).
@@ -23,7 +26,8 @@
 //! Criterion reports the time per call and calls per second; then an
 //! interleaved pass (`common/interleave.rs`) runs round after round through
 //! each client in turn and prints the table to quote, followed by the
-//! connections each side opened during that pass.
+//! connections each side opened during that pass. The semaphore's row has
+//! the interleaved pass only.
 //!
 //! Run with `cargo bench --bench pool --features http` (about 1.5
 //! minutes); `-- --warm-up-time 1 --measurement-time 2` shortens
