@@ -39,6 +39,9 @@ use tonic_health::pb::{
     HealthCheckResponse,
 };
 
+/// The concurrent callers of each row.
+const CALLERS: [u64; 3] = [1, 16, 256];
+
 /// Rounds of the interleaved pass unless `REDIAL_ROUNDS` says otherwise.
 const ROUNDS: usize = 40;
 
@@ -108,9 +111,17 @@ fn main() {
     // Without plots: on this machine plotters takes ~10 s per benchmark, and
     // the table after the report is what to quote.
     let mut c = Criterion::default().without_plots().configure_from_args();
-    throughput::criterion(&mut c, &rt, "grpc", ("tonic", &tonic), &redial);
+    throughput::criterion(&mut c, &rt, "grpc", ("tonic", &tonic), &redial, &CALLERS);
     c.final_summary();
-    throughput::compare(&rt, "grpc", ("tonic", &tonic), &redial, ROUNDS, per_round);
+    throughput::compare(
+        &rt,
+        "grpc",
+        ("tonic", &tonic),
+        &redial,
+        &CALLERS,
+        ROUNDS,
+        per_round,
+    );
 
     // Every call went through the connection made above: no reconnect.
     assert_eq!(watch.state().connects(), 1);

@@ -63,6 +63,9 @@ use tower::{BoxError, Layer, Service, ServiceExt};
 
 type Body = Full<Bytes>;
 
+/// The concurrent callers of each row.
+const CALLERS: [u64; 3] = [1, 16, 256];
+
 /// Rounds of the interleaved pass unless `REDIAL_ROUNDS` says otherwise.
 const ROUNDS: usize = 40;
 
@@ -170,9 +173,17 @@ fn main() {
     // Without plots: on this machine plotters takes ~10 s per benchmark, and
     // the table after the report is what to quote.
     let mut c = Criterion::default().without_plots().configure_from_args();
-    throughput::criterion(&mut c, &rt, "https", ("hyper", &hyper), &redial);
+    throughput::criterion(&mut c, &rt, "https", ("hyper", &hyper), &redial, &CALLERS);
     c.final_summary();
-    throughput::compare(&rt, "https", ("hyper", &hyper), &redial, ROUNDS, per_round);
+    throughput::compare(
+        &rt,
+        "https",
+        ("hyper", &hyper),
+        &redial,
+        &CALLERS,
+        ROUNDS,
+        per_round,
+    );
 
     // Every call went through the connection made above: no reconnect,
     // and the server saw one handshake from each client.

@@ -19,9 +19,6 @@ use tokio::{runtime::Runtime, time::Instant};
 
 use crate::interleave::{interleave, rounds};
 
-/// The concurrent callers of each row.
-pub(crate) const CALLERS: [u64; 3] = [1, 16, 256];
-
 /// A client handle that makes one call, awaited to its end (the response
 /// body included) and checked.
 pub(crate) trait Caller: Clone + Send + 'static {
@@ -51,21 +48,22 @@ pub(crate) async fn batch<C: Caller>(client: &C, callers: u64, calls: u64) -> Du
     start.elapsed()
 }
 
-/// Criterion's group `group`: `alt_name` and `redial`, per caller count.
-/// Criterion's time per iteration is the time per call.
+/// Criterion's group `group`: `alt_name` and `redial`, per caller count
+/// in `callers`. Criterion's time per iteration is the time per call.
 pub(crate) fn criterion<A: Caller, R: Caller>(
     c: &mut Criterion,
     rt: &Runtime,
     group: &str,
     (alt_name, alt): (&str, &A),
     redial: &R,
+    callers: &[u64],
 ) {
     let mut group = c.benchmark_group(group);
     // Every call crosses the loopback and three threads: flat sampling
     // keeps each sample's batch as large as the next.
     group.sampling_mode(SamplingMode::Flat);
     group.throughput(Throughput::Elements(1));
-    for callers in CALLERS {
+    for &callers in callers {
         group.bench_with_input(BenchmarkId::new(alt_name, callers), &callers, |b, &n| {
             b.to_async(rt).iter_custom(|calls| batch(alt, n, calls))
         });
@@ -76,7 +74,7 @@ pub(crate) fn criterion<A: Caller, R: Caller>(
     group.finish();
 }
 
-/// The interleaved pass: for each caller count, `rounds` rounds (default
+/// The interleaved pass: for each caller count in `callers`, `rounds` rounds (default
 /// `default_rounds`, `REDIAL_ROUNDS` to change it) of `per_round(callers)`
 /// calls through each client, and a table of calls per second.
 pub(crate) fn compare<A: Caller, R: Caller>(
@@ -84,6 +82,7 @@ pub(crate) fn compare<A: Caller, R: Caller>(
     group: &str,
     (alt_name, alt): (&str, &A),
     redial: &R,
+    callers: &[u64],
     default_rounds: usize,
     per_round: impl Fn(u64) -> u64,
 ) {
@@ -102,7 +101,7 @@ pub(crate) fn compare<A: Caller, R: Caller>(
         format!("redial / {alt_name}"),
         "redial faster"
     );
-    for callers in CALLERS {
+    for &callers in callers {
         let calls = per_round(callers);
         let pass = interleave(
             rt,
