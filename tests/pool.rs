@@ -57,7 +57,8 @@ fn phases(watches: &[ConnectionWatch]) -> Vec<Phase> {
     watches.iter().map(ConnectionWatch::phase).collect()
 }
 
-/// Requests sent together go to the connections with the fewest in flight: eight over four busy connections, two each.
+/// Requests sent together go to the connections with the fewest in flight: eight
+/// over four busy connections, two each.
 #[tokio::test(start_paused = true)]
 async fn requests_in_flight_are_spread_evenly() {
     let make = Make::new();
@@ -92,7 +93,8 @@ async fn requests_one_at_a_time_take_turns() {
     assert_eq!(calls, [3, 3, 3]);
 }
 
-/// A connection that is down gets no request and none fails while others are up; its share moves to them and comes back when it reconnects.
+/// A connection that is down gets no request and none fails while others are up;
+/// its share moves to them and comes back when it reconnects.
 #[tokio::test(start_paused = true)]
 async fn a_connection_down_is_skipped_and_its_share_returns() {
     let make = Make::new();
@@ -124,7 +126,8 @@ async fn a_connection_down_is_skipped_and_its_share_returns() {
     assert_eq!(back.calls(), 3);
 }
 
-/// In fail-fast mode a request fails with `Unavailable` only once no connection is up, and without a dial.
+/// In fail-fast mode a request fails with `Unavailable` only once no connection is
+/// up, and without a dial.
 #[tokio::test(start_paused = true)]
 async fn fails_fast_only_when_no_connection_is_up() {
     let make = Make::new();
@@ -168,7 +171,8 @@ async fn reset_backoff_redials_every_connection_now() {
     pool.close();
 }
 
-/// A request that finds no connection up waits for one while the first attempts run, as a single connection's does.
+/// A request that finds no connection up waits for one while the first attempts
+/// run, as a single connection's does.
 #[tokio::test(start_paused = true)]
 async fn a_request_waits_for_the_first_attempts() {
     let make = Make::new();
@@ -179,7 +183,9 @@ async fn a_request_waits_for_the_first_attempts() {
     assert_eq!(start.elapsed(), Duration::from_millis(500));
 }
 
-/// A request that comes while every connection has just been lost waits for the first redial instead of failing, as with one connection: a server restart costs no request an error.
+/// A request that comes while every connection has just been lost waits for the
+/// first redial instead of failing, as with one connection: a server restart costs
+/// no request an error.
 #[tokio::test(start_paused = true)]
 async fn a_request_after_every_connection_was_lost_waits_for_a_redial() {
     let make = Make::new();
@@ -199,7 +205,8 @@ async fn a_request_after_every_connection_was_lost_waits_for_a_redial() {
     assert_eq!(make.dials(), 3);
 }
 
-/// In wait-for-ready mode, a request sent while every connection is down waits, and is answered once one is back.
+/// In wait-for-ready mode, a request sent while every connection is down waits, and
+/// is answered once one is back.
 #[tokio::test(start_paused = true)]
 async fn wait_for_ready_waits_for_a_connection() {
     let make = Make::new();
@@ -220,7 +227,8 @@ async fn wait_for_ready_waits_for_a_connection() {
     assert!(pool.watch().is_connected());
 }
 
-/// In wait-for-ready mode, `poll_ready` waits for whichever connection comes up first, not for one chosen in advance.
+/// In wait-for-ready mode, `poll_ready` waits for whichever connection comes up
+/// first, not for one chosen in advance.
 #[tokio::test(start_paused = true)]
 async fn wait_for_ready_takes_whichever_connection_is_up_first() {
     let make = Make::new();
@@ -251,7 +259,8 @@ async fn wait_for_ready_takes_whichever_connection_is_up_first() {
     assert!(!pool.connections()[0].is_connected());
 }
 
-/// In wait-for-ready mode with a wait timeout, a request that waited that long for any connection fails with `Unavailable` saying so, and is never sent.
+/// In wait-for-ready mode with a wait timeout, a request that waited that long for
+/// any connection fails with `Unavailable` saying so, and is never sent.
 #[tokio::test(start_paused = true)]
 async fn wait_for_ready_gives_up_after_the_wait_timeout() {
     let make = Make::new();
@@ -274,7 +283,8 @@ async fn wait_for_ready_gives_up_after_the_wait_timeout() {
     assert!(make.conns().is_empty());
 }
 
-/// After every connection closed for idleness, a request wakes one of them, not all: one dial, then the answer.
+/// After every connection closed for idleness, a request wakes one of them, not
+/// all: one dial, then the answer.
 #[tokio::test(start_paused = true)]
 async fn a_request_to_an_idle_pool_wakes_one_connection() {
     for wait_for_ready in [false, true] {
@@ -297,7 +307,9 @@ async fn a_request_to_an_idle_pool_wakes_one_connection() {
     }
 }
 
-/// The pool's watch is `Connecting` while any connection is and none is up, `Connected` as soon as one is, and `Disconnected` once none is, with the newest cause and the earliest retry; counters are summed.
+/// The pool's watch is `Connecting` while any connection is and none is up,
+/// `Connected` as soon as one is, and `Disconnected` once none is, with the newest
+/// cause and the earliest retry; counters are summed.
 #[tokio::test(start_paused = true)]
 async fn the_watch_shows_the_connections_as_one() {
     let make = Make::new();
@@ -414,7 +426,8 @@ async fn a_connection_that_gave_up_is_skipped() {
     assert_eq!(make.conn().calls(), 4);
 }
 
-/// `close` closes every connection once, for every clone: the watch goes to `Closed` once and `poll_ready` fails with `Closed`.
+/// `close` closes every connection once, for every clone: the watch goes to
+/// `Closed` once and `poll_ready` fails with `Closed`.
 #[tokio::test(start_paused = true)]
 async fn close_closes_every_connection_once() {
     let make = Make::new();
@@ -490,7 +503,8 @@ async fn building_a_pool_of_none_panics() {
     let _ = pool(layer(), &Make::new(), 0);
 }
 
-/// After a server restart cuts every connection at the same instant, each redials in its own slot of half the first delay: no two at once, all within it.
+/// After a server restart cuts every connection at the same instant, each redials
+/// in its own slot of half the first delay: no two at once, all within it.
 #[tokio::test(start_paused = true)]
 async fn redials_after_a_loss_are_spread_apart() {
     let make = Make::new();
@@ -515,7 +529,8 @@ async fn redials_after_a_loss_are_spread_apart() {
     assert_eq!(slots, [0, 1, 2, 3], "{redials:?}");
 }
 
-/// A single connection still redials at once after losing a healthy connection: the spread is the pool's alone.
+/// A single connection still redials at once after losing a healthy connection: the
+/// spread is the pool's alone.
 #[tokio::test(start_paused = true)]
 async fn a_single_connection_still_redials_at_once() {
     let make = Make::new();
@@ -529,7 +544,8 @@ async fn a_single_connection_still_redials_at_once() {
     shared.watch().connected().await.unwrap();
 }
 
-/// When every first dial fails at the same instant, the first retries are spread apart too, and stay apart on a schedule without jitter.
+/// When every first dial fails at the same instant, the first retries are spread
+/// apart too, and stay apart on a schedule without jitter.
 #[tokio::test(start_paused = true)]
 async fn first_retries_of_an_outage_are_spread_apart() {
     let make = Make::new();
@@ -569,7 +585,8 @@ async fn first_retries_of_an_outage_are_spread_apart() {
     assert_eq!(gaps, seconds);
 }
 
-/// `Debug` shows the pool's state, its size and whether it is closed, without asking anything of the request or future types.
+/// `Debug` shows the pool's state, its size and whether it is closed, without
+/// asking anything of the request or future types.
 #[tokio::test(start_paused = true)]
 async fn debug_shows_the_pool_state() {
     let make = Make::new();
@@ -587,7 +604,9 @@ async fn debug_shows_the_pool_state() {
     );
 }
 
-/// A slot reserved on a connection that went down before the call is given back when `poll_ready` moves to another: the first connection's one-request queue is free again once it is back.
+/// A slot reserved on a connection that went down before the call is given back
+/// when `poll_ready` moves to another: the first connection's one-request queue is
+/// free again once it is back.
 #[tokio::test(start_paused = true)]
 async fn a_slot_on_a_connection_gone_down_is_given_back() {
     let make = Make::new();

@@ -202,7 +202,9 @@ async fn all_up(client: &Client) {
     }
 }
 
-/// Four HTTP/1 connections serve four requests at the same time: the server answers none until four are open, which one connection (one request at a time) could never do.
+/// Four HTTP/1 connections serve four requests at the same time: the server answers
+/// none until four are open, which one connection (one request at a time) could
+/// never do.
 #[tokio::test]
 async fn four_connections_serve_four_requests_at_once() {
     support::trace_init();
@@ -217,7 +219,8 @@ async fn four_connections_serve_four_requests_at_once() {
     assert_eq!(client.watch().state().connects(), 4);
 }
 
-/// Over HTTP/2 the pool spreads streams too: eight requests open at once go four to each of two connections.
+/// Over HTTP/2 the pool spreads streams too: eight requests open at once go four to
+/// each of two connections.
 #[tokio::test]
 async fn http2_requests_are_spread_over_the_connections() {
     support::trace_init();
@@ -246,7 +249,8 @@ async fn http2_requests_are_spread_over_the_connections() {
     assert_eq!(server.per_connection(), [4, 4]);
 }
 
-/// One connection's server stops: no request fails in fail-fast mode while the other is up, its share moves to the other, and returns once its server is back.
+/// One connection's server stops: no request fails in fail-fast mode while the
+/// other is up, its share moves to the other, and returns once its server is back.
 #[tokio::test]
 async fn a_connection_down_loses_its_share_until_it_is_back() {
     support::trace_init();
@@ -287,7 +291,10 @@ async fn one_by_one(client: &Client, n: usize) {
     }
 }
 
-/// The server stops: the pool's watch leaves `Connected` once no connection is up, and when the server is back every connection reconnects and the four again serve four requests at once (on two worker threads, so the connections' tasks update the pool's watch side by side).
+/// The server stops: the pool's watch leaves `Connected` once no connection is up,
+/// and when the server is back every connection reconnects and the four again serve
+/// four requests at once (on two worker threads, so the connections' tasks update
+/// the pool's watch side by side).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_connection_comes_back_after_a_server_restart() {
     support::trace_init();

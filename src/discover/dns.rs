@@ -38,7 +38,8 @@ type Resolver = Box<dyn FnMut(&str, u16) -> Lookup + Send>;
 /// A lookup that fails, or that answers no address, changes nothing: the
 /// endpoints stay as they were, a warning is logged, and the next lookup
 /// comes on schedule (or a second after, while no address is known yet). A
-/// lookup still running when the next is due is abandoned as failed. Dropping every endpoint because the resolver had a
+/// lookup still running when the next is due is abandoned as failed. Dropping every
+/// endpoint because the resolver had a
 /// bad moment would turn it into an outage.
 ///
 /// Lookups use tokio's resolver ([`tokio::net::lookup_host`], the system's
