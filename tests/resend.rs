@@ -478,6 +478,8 @@ mod scripted {
         log: Arc<Mutex<Vec<(usize, u32)>>>,
         connects: Arc<AtomicUsize>,
         refuse: Arc<AtomicBool>,
+        /// The next dial panics, inside the shared handle's task.
+        panic: Arc<AtomicBool>,
     }
 
     impl Script {
@@ -505,6 +507,7 @@ mod scripted {
                     if script.refuse.load(Ordering::SeqCst) {
                         return Err(io::Error::from(io::ErrorKind::ConnectionRefused));
                     }
+                    assert!(!script.panic.load(Ordering::SeqCst), "the dial panicked");
                     let id = script.connects.fetch_add(1, Ordering::SeqCst);
                     Ok(Conn {
                         id,
@@ -585,6 +588,23 @@ mod scripted {
         assert_eq!(script.log(), [(0, 7), (1, 7)]);
         let state = shared.watch().state();
         assert_eq!((state.resent(), state.connects()), (1, 2));
+    }
+
+    /// A request handed back after the task died (its next dial panicked)
+    /// is not left waiting for a task that is gone: its caller gets
+    /// `Closed`.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_handed_back_after_the_task_died_fails_closed() {
+        let script = Script::new([Answer::Unwritten(Duration::from_millis(50))]);
+        let shared = layer().wait_for_ready(true).layer(script.make()).spawn(8);
+        proven(&shared.watch()).await;
+        script.panic.store(true, Ordering::SeqCst);
+        let answer = tokio::time::timeout(Duration::from_secs(3_600), shared.clone().oneshot(7))
+            .await
+            .expect("answered, not left waiting");
+        let err = answer.unwrap_err();
+        assert!(err.is::<redial::error::Closed>(), "{err:?}");
+        assert!(shared.watch().state().is_closed());
     }
 
     /// A request handed back a second time is not sent a third: the caller
