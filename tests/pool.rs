@@ -93,6 +93,26 @@ async fn requests_one_at_a_time_take_turns() {
     assert_eq!(calls, [3, 3, 3]);
 }
 
+/// A slot reserved counts as load at once: two clones that reserve before
+/// either calls take different connections (twenty times over, each clone
+/// starting its turns at a random connection).
+#[tokio::test(start_paused = true)]
+async fn a_reservation_counts_before_its_call() {
+    let make = Make::new();
+    let pool = pool(layer(), &make, 2);
+    all_connected(&pool).await;
+    for round in 0..20 {
+        let (mut a, mut b) = (pool.clone(), pool.clone());
+        assert!(support::poll_ready(&mut a).is_ready());
+        assert!(support::poll_ready(&mut b).is_ready());
+        let (x, y) = (a.call(1), b.call(2));
+        x.await.unwrap();
+        y.await.unwrap();
+        let calls: Vec<_> = make.conns().iter().map(|c| c.calls()).collect();
+        assert_eq!(calls, [round + 1, round + 1], "round {round}");
+    }
+}
+
 /// A connection that is down gets no request and none fails while others are up;
 /// its share moves to them and comes back when it reconnects.
 #[tokio::test(start_paused = true)]
