@@ -158,7 +158,9 @@
 //! Under `tower::balance::p2c::Balance`, give each endpoint its own
 //! `Reconnect` with [`wait_for_ready(true)`](ReconnectLayer::wait_for_ready),
 //! so that a dead endpoint is skipped (its `poll_ready` pends) rather than
-//! failing requests, and takes traffic again once it reconnects.
+//! failing requests, and takes traffic again once it reconnects. Endpoints
+//! that come and go (a service registry, DNS) come from the sources in
+//! [`discover`], which tell the balancer which to add and which to drop.
 //!
 //! # Features
 //!
