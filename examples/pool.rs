@@ -98,7 +98,11 @@ async fn main() -> Result<(), BoxError> {
         clock.say(format!("{phase}: pool {}", describe(&pool.watch().state())));
     }
 
+    // Closing ends every connection's task; the pool's watch shows `Closed`
+    // and, once the last handle is gone, its printer ends.
     pool.close();
+    pool.watch().disconnected().await;
+    drop(pool);
     printer.await?;
     Ok(())
 }
