@@ -120,7 +120,9 @@ use crate::{
 ///
 /// [`close`](Self::close), or dropping the last clone, closes every
 /// connection once, as [`Shared::close`] does for one: the watch shows
-/// `Closed` once all have closed.
+/// `Closed` once all have closed, and goes there straight from what it
+/// showed before (not through `Connecting` when the connection that was up
+/// closes before one still dialling).
 ///
 /// # Examples
 ///
@@ -161,7 +163,19 @@ pub struct Pool<Req, F> {
     wait: Option<WaitForAny>,
     /// The last `Ready(Ok)` ended a wait that ran out: `call` fails.
     waited: bool,
-    aggregate: Arc<Aggregate>,
+    /// The pool's watch, shared by every clone: the last clone dropped
+    /// closes it as a whole.
+    aggregate: Arc<Closer>,
+}
+
+/// The pool's watch, closed as a whole when the last clone goes (each
+/// connection's task closes on its own, as its last handle goes).
+struct Closer(Arc<Aggregate>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// A `poll_ready` waiting, in wait-for-ready mode, until any connection is
@@ -222,7 +236,7 @@ where
                 sleep: None,
             }),
             waited: false,
-            aggregate,
+            aggregate: Arc::new(Closer(aggregate)),
         }
     }
 
@@ -249,7 +263,7 @@ where
             self.handles[before].release();
         }
         self.share = None;
-        self.aggregate.wake_when_up(cx.waker());
+        self.aggregate.0.wake_when_up(cx.waker());
         if self.picker.any_up(&self.handles) {
             // Came up before the waker was in place: look again.
             cx.waker().wake_by_ref();
@@ -281,7 +295,7 @@ where
 impl<Req, F> Pool<Req, F> {
     /// A watch on the connections as one (see [the watch](Self#the-watch)).
     pub fn watch(&self) -> ConnectionWatch {
-        self.aggregate.watch()
+        self.aggregate.0.watch()
     }
 
     /// Each connection's own watch, in the order they were made.
@@ -296,6 +310,7 @@ impl<Req, F> Pool<Req, F> {
     /// [`ConnectionWatch::disconnected`] to know it is done). Responses
     /// already on their way are not cancelled.
     pub fn close(&self) {
+        self.aggregate.0.close();
         for handle in self.handles.iter() {
             handle.close();
         }
@@ -367,7 +382,7 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         if std::mem::take(&mut self.waited) {
             let timeout = self.wait.as_ref().and_then(|wait| wait.timeout);
-            let state = self.aggregate.watch().state();
+            let state = self.aggregate.0.watch().state();
             let error = Unavailable::new(state.last_error, state.attempt, state.retry_at);
             let error = match timeout {
                 Some(timeout) => error.after_waiting(timeout),
@@ -409,7 +424,7 @@ impl<Req, F> Clone for Pool<Req, F> {
 impl<Req, F> fmt::Debug for Pool<Req, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
-            .field("state", &self.aggregate.watch().state())
+            .field("state", &self.aggregate.0.watch().state())
             .field("connections", &self.handles.len())
             .field("closed", &self.is_closed())
             .finish()

@@ -3,7 +3,10 @@
 
 use std::{
     fmt,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, PoisonError,
+    },
     task::Waker,
 };
 
@@ -36,6 +39,10 @@ impl fmt::Debug for Membership {
 pub(crate) struct Aggregate {
     publisher: Publisher,
     members: Mutex<Members>,
+    /// Closed as a whole (the pool's `close`, or its last handle gone):
+    /// the phase goes straight to `Closed` once the last connection has
+    /// closed, not through whatever the others show on their way there.
+    closing: AtomicBool,
 }
 
 /// The connections' states, and the causes last seen on them. Receivers
@@ -62,6 +69,7 @@ impl Aggregate {
                 causes: Vec::new(),
                 seen: 0,
             }),
+            closing: AtomicBool::new(false),
         })
     }
 
@@ -83,6 +91,12 @@ impl Aggregate {
         self.publisher.watch()
     }
 
+    /// The pool is closing as a whole: from now on its phase stays as it
+    /// is until every connection has closed, then becomes `Closed`.
+    pub(crate) fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
     /// Wakes `waker` the next time a connection is up or all are closed.
     /// Check again after: one may have come up before this call.
     pub(crate) fn wake_when_up(&self, waker: &Waker) {
@@ -102,6 +116,7 @@ impl Aggregate {
     /// | else any `Idle` | `Idle` |
     /// | else any `Disconnected` | `Disconnected`: `retry_at` the earliest, `None` while one of them is attempting |
     /// | all `Closed` | `Closed` |
+    /// | closing as a whole, some not `Closed` yet | as before |
     ///
     /// `last_error` is the newest of the causes the connections show (none
     /// while connected), `attempt` the highest, and the counters are sums.
@@ -154,6 +169,17 @@ impl Aggregate {
         .into_iter()
         .find(|phase| seen[*phase as usize])
         .unwrap_or(Phase::Closed);
+        if next.phase != Phase::Closed && self.closing.load(Ordering::Acquire) {
+            // Closing: the counters move, the phase waits for the last.
+            let now = self.publisher.state();
+            next.phase = now.phase;
+            next.last_error = now.last_error.clone();
+            next.retry_at = now.retry_at;
+            drop(now);
+            self.publisher.update(|state| *state = next);
+            drop(guard);
+            return;
+        }
         if next.phase != Phase::Connected {
             next.last_error = newest.map(|(_, cause)| cause);
         }
@@ -173,5 +199,45 @@ impl Aggregate {
         }
         drop(guard);
         woken.into_iter().for_each(Waker::wake);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(aggregate: &Arc<Aggregate>, index: usize, phase: Phase) -> Publisher {
+        let publisher = Publisher::new();
+        aggregate.join(&publisher, Spread::new(index, 2));
+        publisher.update(|state| state.phase = phase);
+        publisher
+    }
+
+    /// Closed as a whole, the pool goes from what it showed straight to
+    /// `Closed`, not through the phases of the connections still closing.
+    #[test]
+    fn a_pool_closed_as_a_whole_goes_straight_to_closed() {
+        let aggregate = Aggregate::new();
+        let up = member(&aggregate, 0, Phase::Connected);
+        let dialling = member(&aggregate, 1, Phase::Connecting);
+        let watch = aggregate.watch();
+        assert_eq!(watch.phase(), Phase::Connected);
+
+        aggregate.close();
+        drop(up);
+        assert_eq!(watch.phase(), Phase::Connected);
+        assert_eq!(watch.state().disconnects(), 1, "the counters still move");
+        drop(dialling);
+        assert_eq!(watch.phase(), Phase::Closed);
+    }
+
+    /// Not closed as a whole, the pool shows the connections left.
+    #[test]
+    fn a_connection_closing_alone_shows_the_others() {
+        let aggregate = Aggregate::new();
+        let up = member(&aggregate, 0, Phase::Connected);
+        let _dialling = member(&aggregate, 1, Phase::Connecting);
+        drop(up);
+        assert_eq!(aggregate.watch().phase(), Phase::Connecting);
     }
 }
