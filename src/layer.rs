@@ -506,9 +506,21 @@ impl<T> ReconnectLayer<T> {
         &self.config
     }
 
+    pub(crate) fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+
     /// The target every service built by this layer connects to.
     pub fn target(&self) -> &T {
         &self.target
+    }
+
+    /// These settings, for another target.
+    pub(crate) fn retarget<U>(&self, target: U) -> ReconnectLayer<U> {
+        ReconnectLayer {
+            target,
+            config: self.config.clone(),
+        }
     }
 
     #[track_caller]

@@ -42,6 +42,7 @@
 
 #[cfg(feature = "dns")]
 mod dns;
+mod pools;
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -60,6 +61,7 @@ use tower::discover::Change;
 #[cfg(feature = "dns")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
 pub use self::dns::{dns, Dns, Refresh};
+pub use self::pools::{Endpoints, Pools};
 
 /// Turns successive whole sets of endpoints into the changes between
 /// them: each endpoint inserted once when it first appears, removed once

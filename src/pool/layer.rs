@@ -59,7 +59,12 @@ impl<T, Req> PoolLayer<T, Req> {
         Ok(self)
     }
 
-    fn check(&self) -> Result<(), ConfigError> {
+    /// The layer, the size and the bound.
+    pub(crate) fn parts(&self) -> (&ReconnectLayer<T>, usize, usize) {
+        (&self.layer, self.size, self.bound)
+    }
+
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
         if self.size == 0 {
             return Err(ConfigError::PoolSizeNotPositive);
         }

@@ -197,7 +197,7 @@ where
     /// Builds `size` connections with `layer`'s settings, joined to one
     /// watch and spread apart, and spawns each with a queue of `bound`.
     #[track_caller]
-    fn start<M, T>(layer: &ReconnectLayer<T>, make: &M, size: usize, bound: usize) -> Self
+    pub(crate) fn start<M, T>(layer: &ReconnectLayer<T>, make: &M, size: usize, bound: usize) -> Self
     where
         M: Service<T> + Clone,
         T: Clone,
@@ -283,6 +283,11 @@ where
         self.end_wait();
         self.waited = true;
         Poll::Ready(Ok(()))
+    }
+
+    /// The writer of this pool's watch.
+    pub(crate) fn aggregate(&self) -> &Arc<Aggregate> {
+        &self.aggregate.0
     }
 
     fn end_wait(&mut self) {
@@ -401,6 +406,18 @@ where
         }
         let load = share.unwrap_or_else(|| self.picker.load(chosen));
         ResponseFuture::new(handle.call(request), load)
+    }
+}
+
+/// The requests in flight on the pool (queued or sent, until their
+/// response futures resolve), as tower's `PendingRequests` counts them: what
+/// `tower::balance` weighs when it balances over pools, one per endpoint
+/// (see [`PoolLayer::discover`]).
+impl<Req, F> tower::load::Load for Pool<Req, F> {
+    type Metric = usize;
+
+    fn load(&self) -> usize {
+        self.picker.total_in_flight()
     }
 }
 

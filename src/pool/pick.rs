@@ -53,6 +53,11 @@ impl Picker {
         self.members.loads[i].clone()
     }
 
+    /// The requests in flight on all the connections.
+    pub(super) fn total_in_flight(&self) -> usize {
+        (0..self.members.loads.len()).map(|i| self.in_flight(i)).sum()
+    }
+
     fn in_flight(&self, i: usize) -> usize {
         Arc::strong_count(&self.members.loads[i]) - 1
     }

@@ -27,7 +27,7 @@ use tower::{BoxError, Service};
 use self::{
     message::{Message, Resender},
     queue::QueueTx,
-    signal::{CLOSE, MARK_DISCONNECTED, RESET_BACKOFF},
+    signal::{CLOSE, DRAIN, MARK_DISCONNECTED, RESET_BACKOFF},
     wait::Wait,
     worker::{Handle, Worker},
 };
@@ -147,8 +147,10 @@ struct Closer<Req, F> {
 }
 
 impl<Req, F> Drop for Closer<Req, F> {
+    /// The last handle is gone: what it queued is still sent (its callers
+    /// hold response futures, as after a `oneshot`), then the task closes.
     fn drop(&mut self) {
-        self.handle.signal.send(CLOSE);
+        self.handle.signal.send(DRAIN);
     }
 }
 

@@ -25,6 +25,8 @@ pub(crate) const MARK_DISCONNECTED: u8 = 2;
 pub(crate) const CLOSE: u8 = 4;
 /// A request waits in the queue of requests to send again.
 pub(crate) const RESEND: u8 = 8;
+/// Every handle is gone: send what is queued, then close.
+pub(crate) const DRAIN: u8 = 16;
 
 /// Requests from the handles to the task, as bits.
 #[derive(Debug, Default)]

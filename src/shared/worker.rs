@@ -9,7 +9,7 @@ use tower::{BoxError, Service};
 
 use super::{
     message::{Message, Resender},
-    signal::{Signal, CLOSE, MARK_DISCONNECTED, RESEND, RESET_BACKOFF},
+    signal::{Signal, CLOSE, DRAIN, MARK_DISCONNECTED, RESEND, RESET_BACKOFF},
 };
 use crate::{error::Closed, Reconnect};
 
@@ -72,6 +72,8 @@ struct Inbox<Req, F> {
     /// Whether the service is driven yet: from the start when eager, from
     /// the first request when lazy.
     started: bool,
+    /// Every handle is gone: the task sends what is queued, then closes.
+    draining: bool,
 }
 
 impl<M, T, Req> Worker<M, T, Req>
@@ -94,6 +96,7 @@ where
                 resend_pending: false,
                 held: None,
                 started: eager,
+                draining: false,
             },
             handle,
         }
@@ -169,7 +172,13 @@ where
     if signals & RESEND != 0 {
         inbox.resend_pending = true;
     }
+    if signals & DRAIN != 0 {
+        inbox.draining = true;
+    }
     loop {
+        if inbox.draining && inbox.drained(cx) {
+            return Poll::Ready(Closed::new(None));
+        }
         if service.is_dormant() {
             // Closed for idleness: as a lazy task, wait for a request
             // before dialling again.
@@ -215,6 +224,25 @@ where
 }
 
 impl<Req, F> Inbox<Req, F> {
+    /// With every handle gone: whether nothing is left to send. Takes the
+    /// next queued request to hold, skipping those whose callers gave up,
+    /// so that a task waiting for a connection does not wait for nobody.
+    fn drained(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.held.as_ref().is_some_and(|msg| msg.tx.is_closed()) {
+            self.held = None;
+        }
+        while self.held.is_none() && !self.has_resend() {
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(None) => return true,
+                Poll::Ready(Some(msg)) if msg.tx.is_closed() => {}
+                Poll::Ready(Some(msg)) => self.held = Some(msg),
+                // The last sender is on its way out: its drop wakes us.
+                Poll::Pending => break,
+            }
+        }
+        false
+    }
+
     /// Whether a request a connection handed back waits in the second
     /// queue (the `RESEND` signal came and it is not yet read).
     fn has_resend(&mut self) -> bool {

@@ -5,7 +5,7 @@ use std::{
     fmt,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex, PoisonError,
+        Arc, Mutex, OnceLock, PoisonError,
     },
     task::Waker,
 };
@@ -20,7 +20,8 @@ use crate::{backoff::Spread, error::Cause};
 /// writer, and the connection's place in the spread of the redials.
 pub(crate) struct Membership {
     pub(super) aggregate: Arc<Aggregate>,
-    pub(super) spread: Spread,
+    /// `None` for a pool that is one endpoint of many.
+    pub(super) spread: Option<Spread>,
 }
 
 impl fmt::Debug for Membership {
@@ -43,6 +44,12 @@ pub(crate) struct Aggregate {
     /// the phase goes straight to `Closed` once the last connection has
     /// closed, not through whatever the others show on their way there.
     closing: AtomicBool,
+    /// No member can join any more (the source of endpoints ended): with
+    /// none left, the phase is `Closed`.
+    ended: AtomicBool,
+    /// Called when no member is up and a member's attempt failed: asks
+    /// the source of endpoints for a fresh look.
+    on_none_up: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 /// The connections' states, and the causes last seen on them. Receivers
@@ -57,6 +64,8 @@ struct Members {
     /// it was first seen: the pool shows the newest.
     causes: Vec<(Option<Cause>, u64)>,
     seen: u64,
+    /// The counters of members that left, so that the sums never go back.
+    departed: ConnectionState,
 }
 
 impl Aggregate {
@@ -68,8 +77,11 @@ impl Aggregate {
                 watches: Vec::new(),
                 causes: Vec::new(),
                 seen: 0,
+                departed: ConnectionState::idle(),
             }),
             closing: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            on_none_up: OnceLock::new(),
         })
     }
 
@@ -82,9 +94,55 @@ impl Aggregate {
         drop(members);
         publisher.join(Membership {
             aggregate: self.clone(),
-            spread,
+            spread: Some(spread),
         });
         self.refresh();
+    }
+
+    /// Adds a whole pool (one endpoint of many) as one member: from now on
+    /// every update of the pool's watch refreshes this one.
+    pub(crate) fn join_pool(self: &Arc<Self>, pool: &Aggregate) {
+        let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        members.watches.push(pool.publisher.receiver());
+        members.causes.push((None, 0));
+        drop(members);
+        pool.publisher.join(Membership {
+            aggregate: self.clone(),
+            spread: None,
+        });
+        self.refresh();
+    }
+
+    /// Removes a pool added with [`join_pool`](Self::join_pool), keeping
+    /// its counters in the sums. Its later updates change nothing here.
+    pub(crate) fn leave(&self, pool: &Aggregate) {
+        let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        let gone = pool.publisher.receiver();
+        if let Some(i) = members.watches.iter().position(|w| w.same_channel(&gone)) {
+            let watch = members.watches.swap_remove(i);
+            members.causes.swap_remove(i);
+            let state = watch.borrow();
+            let departed = &mut members.departed;
+            departed.connects += state.connects;
+            departed.disconnects += state.disconnects;
+            departed.resent += state.resent;
+            departed.idle_closes += state.idle_closes;
+            departed.replaced += state.replaced;
+        }
+        drop(members);
+        self.refresh();
+    }
+
+    /// No member will join any more: with none left, the phase is `Closed`.
+    pub(crate) fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+        self.refresh();
+    }
+
+    /// Calls `hook` whenever no member is up and one of them has just
+    /// failed (at most one hook).
+    pub(crate) fn on_none_up(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_none_up.set(hook);
     }
 
     pub(crate) fn watch(&self) -> ConnectionWatch {
@@ -126,6 +184,12 @@ impl Aggregate {
         let mut guard = self.members.lock().unwrap_or_else(PoisonError::into_inner);
         let members = &mut *guard;
         let mut next = ConnectionState::idle();
+        let departed = &members.departed;
+        next.connects = departed.connects;
+        next.disconnects = departed.disconnects;
+        next.resent = departed.resent;
+        next.idle_closes = departed.idle_closes;
+        next.replaced = departed.replaced;
         let mut seen = [false; 5];
         let mut retry_at: Option<Instant> = None;
         let mut attempting = false;
@@ -145,12 +209,7 @@ impl Aggregate {
                     None => attempting = true,
                 }
             }
-            let same = match (&state.last_error, &cause.0) {
-                (Some(now), Some(before)) => Arc::ptr_eq(now, before),
-                (None, None) => true,
-                _ => false,
-            };
-            if !same {
+            if !same_cause(state.last_error.as_ref(), cause.0.as_ref()) {
                 members.seen += 1;
                 *cause = (state.last_error.clone(), members.seen);
             }
@@ -169,6 +228,13 @@ impl Aggregate {
         .into_iter()
         .find(|phase| seen[*phase as usize])
         .unwrap_or(Phase::Closed);
+        if members.watches.is_empty()
+            && !self.closing.load(Ordering::Acquire)
+            && !self.ended.load(Ordering::Acquire)
+        {
+            // No endpoint known yet (or none left): looking for one.
+            next.phase = Phase::Connecting;
+        }
         if next.phase != Phase::Closed && self.closing.load(Ordering::Acquire) {
             // Closing: the counters move, the phase waits for the last.
             let now = self.publisher.state();
@@ -190,6 +256,11 @@ impl Aggregate {
             Phase::Connected | Phase::Closed => std::mem::take(&mut members.waiters),
             _ => Vec::new(),
         };
+        let none_up = next.phase == Phase::Disconnected && {
+            let before = self.publisher.state();
+            before.phase != Phase::Disconnected
+                || !same_cause(before.last_error.as_ref(), next.last_error.as_ref())
+        };
         // A connection replaced at its age wakes the pool's subscribers
         // too, as it wakes its own.
         if next.replaced > self.publisher.state().replaced {
@@ -199,6 +270,19 @@ impl Aggregate {
         }
         drop(guard);
         woken.into_iter().for_each(Waker::wake);
+        if none_up {
+            if let Some(hook) = self.on_none_up.get() {
+                hook();
+            }
+        }
+    }
+}
+
+fn same_cause(a: Option<&Cause>, b: Option<&Cause>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
     }
 }
 

@@ -34,7 +34,7 @@ impl Publisher {
 
     /// In a pool: this connection's place in the spread of the redials.
     pub(crate) fn spread(&self) -> Option<Spread> {
-        self.edges.pool.get().map(|member| member.spread)
+        self.edges.pool.get().and_then(|member| member.spread)
     }
 
     /// Tells the pool, if any, that this connection's state changed.

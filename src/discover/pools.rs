@@ -1,0 +1,300 @@
+//! [`Pools`]: a [`Pool`] per endpoint a source names, and one watch over
+//! all of them.
+
+use std::{
+    fmt,
+    marker::PhantomData,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+    task::{ready, Context, Poll},
+};
+
+use futures_util::Stream;
+use tower::{
+    discover::{Change, Discover},
+    BoxError, Service,
+};
+
+use crate::{watch::Aggregate, ConnectionWatch, Pool, PoolLayer, Reconnect, ReconnectLayer};
+
+/// The endpoints a [`Pools`] holds now, each with its pool's watch.
+type Listing<K> = Arc<Mutex<Vec<(K, ConnectionWatch)>>>;
+
+/// A [`Pool`] per endpoint of a source, as a
+/// [`tower::discover::Discover`] that `tower::balance::p2c::Balance` takes:
+/// each endpoint the source inserts gets a pool of connections with the
+/// layer's settings, each one it removes is dropped (the balancer drops
+/// its pool; what that pool has queued or in flight is still sent and
+/// answered, then its connections close), and one [`ConnectionWatch`]
+/// shows all the endpoints as one.
+///
+/// Made with [`PoolLayer::discover`]. Each pool is a [`tower::load::Load`]
+/// (its requests in flight), which is what `Balance` weighs.
+///
+/// # Readiness
+///
+/// Every pool waits for ready, whatever the layer says: a pool with no
+/// connection up is `Pending`, so the balancer skips it and sends its
+/// requests to the endpoints that are up, and takes it back when it
+/// reconnects. A `wait_timeout` on the layer is not used, since a dead
+/// endpoint that turned ready after it would draw requests away from the
+/// live ones; bound the wait around the balancer instead
+/// (`tower::timeout`), which then fails only when no endpoint is up.
+///
+/// # The watch
+///
+/// [`watch`](Self::watch) follows the same rule as a pool's, one level up:
+/// `Connected` if any endpoint is, else `Connecting` if any is, else
+/// `Idle`, else `Disconnected` with the newest cause and the earliest
+/// retry; the counters are summed, including those of endpoints since
+/// removed. With no endpoint (none found yet, or the source removed them
+/// all) it is `Connecting`: looking for one. It is `Closed` once this
+/// source is dropped (with the balancer) and every pool has closed, or once
+/// the source has ended with no endpoint. [`endpoints`](Self::endpoints)
+/// lists each endpoint's own watch.
+///
+/// [`when_none_up`](Self::when_none_up) calls a hook whenever no endpoint
+/// is up and one has just failed: with [`dns`](super::dns), a refresh, so
+/// that a name whose addresses all moved is looked up again at once.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower::BoxError> {
+/// use std::convert::Infallible;
+/// use redial::{discover, Phase, ReconnectLayer};
+/// use tower::{balance::p2c::Balance, service_fn, Service, ServiceExt};
+///
+/// // Connects to an endpoint (a port here); each connection echoes.
+/// let connector = service_fn(|port: u16| async move {
+///     Ok::<_, Infallible>(service_fn(move |n: u32| async move {
+///         Ok::<_, Infallible>(format!("{n} from {port}"))
+///     }))
+/// });
+/// let (registry, endpoints) = discover::channel([8001_u16, 8002]);
+/// let pools = ReconnectLayer::new(()).pool(2).discover(endpoints, connector);
+/// let watch = pools.watch(); // one watch over every endpoint
+/// let listing = pools.endpoints(); // and each one's own
+///
+/// assert_eq!(watch.phase(), Phase::Connecting); // none found yet
+///
+/// let mut balanced = Balance::new(pools);
+/// let reply = balanced.ready().await?.call(7).await?;
+/// assert!(reply.starts_with("7 from 800"), "{reply}");
+/// assert!(watch.is_connected());
+/// assert_eq!(listing.keys(), [8001, 8002]);
+///
+/// registry.send_replace(vec![8002, 8003]); // the registry's new set
+/// balanced.ready().await?; // the balancer reads the changes as it gets ready
+/// assert_eq!(listing.keys(), [8002, 8003]);
+///
+/// drop(balanced); // closes every endpoint's pool
+/// watch.subscribe().wait_for(|state| state.is_closed()).await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Pools<D: Discover, M, Req> {
+    source: D,
+    layer: ReconnectLayer<()>,
+    size: usize,
+    bound: usize,
+    make: M,
+    /// The watch over every endpoint.
+    aggregate: Arc<Aggregate>,
+    /// Each endpoint's pool watch writer, to take it out of the watch when
+    /// the endpoint goes.
+    members: Vec<(D::Key, Arc<Aggregate>)>,
+    listing: Listing<D::Key>,
+    /// Endpoints inserted so far: numbers them in logs.
+    inserted: u64,
+    _request: PhantomData<fn(Req)>,
+}
+
+// Keys are never pinned: they are cloned and compared, never polled.
+impl<D: Discover + Unpin, M: Unpin, Req> Unpin for Pools<D, M, Req> {}
+
+/// The endpoints of a [`Pools`] and each one's watch; a clone-able view
+/// that outlives the balancer.
+pub struct Endpoints<K> {
+    listing: Listing<K>,
+}
+
+impl<K: Clone> Endpoints<K> {
+    /// Each endpoint now, with its pool's watch, in the order they came.
+    pub fn list(&self) -> Vec<(K, ConnectionWatch)> {
+        self.listing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The endpoints now, in the order they came.
+    pub fn keys(&self) -> Vec<K> {
+        let listing = self.listing.lock().unwrap_or_else(PoisonError::into_inner);
+        listing.iter().map(|(key, _)| key.clone()).collect()
+    }
+}
+
+impl<K> Clone for Endpoints<K> {
+    fn clone(&self) -> Self {
+        Self {
+            listing: self.listing.clone(),
+        }
+    }
+}
+
+impl<K: fmt::Debug> fmt::Debug for Endpoints<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let listing = self.listing.lock().unwrap_or_else(PoisonError::into_inner);
+        f.debug_map()
+            .entries(listing.iter().map(|(key, watch)| (key, watch.phase())))
+            .finish()
+    }
+}
+
+impl<Req> PoolLayer<(), Req> {
+    /// A pool of this layer's size and settings for each endpoint
+    /// `endpoints` names, each connecting with its own clone of `make` to
+    /// the endpoint (the source's `Change::Insert(key, target)` gives the
+    /// target): see [`Pools`]. The layer is made for no target of its own,
+    /// `ReconnectLayer::new(())`.
+    ///
+    /// # Panics
+    ///
+    /// If the settings are invalid (see [`validate`](Self::validate)).
+    #[track_caller]
+    pub fn discover<D, M>(&self, endpoints: D, make: M) -> Pools<D, M, Req>
+    where
+        D: Discover,
+    {
+        if let Err(err) = self.check() {
+            panic!("invalid redial configuration: {err}");
+        }
+        let (layer, size, bound) = self.parts();
+        let mut layer = layer.clone().wait_for_ready(true);
+        layer.config_mut().wait_timeout = None;
+        let aggregate = Aggregate::new();
+        aggregate.refresh(); // no endpoint yet: looking for one
+        Pools {
+            source: endpoints,
+            layer,
+            size,
+            bound,
+            make,
+            aggregate,
+            members: Vec::new(),
+            listing: Arc::default(),
+            inserted: 0,
+            _request: PhantomData,
+        }
+    }
+}
+
+impl<D: Discover, M, Req> Pools<D, M, Req> {
+    /// One watch over every endpoint (see [the watch](Self#the-watch)).
+    pub fn watch(&self) -> ConnectionWatch {
+        self.aggregate.watch()
+    }
+
+    /// The endpoints and each one's watch, now and later.
+    pub fn endpoints(&self) -> Endpoints<D::Key> {
+        Endpoints {
+            listing: self.listing.clone(),
+        }
+    }
+
+    /// Calls `hook` whenever no endpoint is up and one has just failed, as
+    /// a DNS source's [`Refresh`](super::Refresh) wants. Called on the
+    /// connection's task: it must not block.
+    pub fn when_none_up(self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.aggregate.on_none_up(Box::new(hook));
+        self
+    }
+}
+
+impl<D, M, Req, T> Stream for Pools<D, M, Req>
+where
+    D: Discover<Service = T> + Unpin,
+    D::Key: Clone,
+    M: Service<T> + Clone + Unpin,
+    T: Clone,
+    Reconnect<M, T>: Service<Req, Error = BoxError> + Send + 'static,
+    <Reconnect<M, T> as Service<Req>>::Future: Send + 'static,
+    Req: Send + 'static,
+{
+    type Item = Result<Change<D::Key, Pool<Req, <Reconnect<M, T> as Service<Req>>::Future>>, D::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let change = match ready!(Pin::new(&mut this.source).poll_discover(cx)) {
+            None => {
+                this.aggregate.end();
+                return Poll::Ready(None);
+            }
+            Some(Err(err)) => return Poll::Ready(Some(Err(err))),
+            Some(Ok(change)) => change,
+        };
+        Poll::Ready(Some(Ok(match change {
+            Change::Insert(key, target) => {
+                let layer = match &this.layer.config().name {
+                    Some(name) => this
+                        .layer
+                        .retarget(target)
+                        .name(format!("{name}@{}", this.inserted)),
+                    None => this.layer.retarget(target),
+                };
+                this.inserted += 1;
+                let pool = Pool::start(&layer, &this.make, this.size, this.bound);
+                this.leave(&key);
+                this.aggregate.join_pool(pool.aggregate());
+                this.members.push((key.clone(), pool.aggregate().clone()));
+                this.listing
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((key.clone(), pool.watch()));
+                Change::Insert(key, pool)
+            }
+            Change::Remove(key) => {
+                this.leave(&key);
+                Change::Remove(key)
+            }
+        })))
+    }
+}
+
+impl<D: Discover, M, Req> Pools<D, M, Req> {
+    /// Takes `key`'s pool, if any, out of the watch and the listing.
+    fn leave(&mut self, key: &D::Key) {
+        if let Some(i) = self.members.iter().position(|(k, _)| k == key) {
+            let (_, pool) = self.members.swap_remove(i);
+            self.aggregate.leave(&pool);
+            self.listing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|(k, _)| k != key);
+        }
+    }
+}
+
+impl<D: Discover, M, Req> Drop for Pools<D, M, Req> {
+    /// The balancer drops its pools with this source: the watch goes to
+    /// `Closed` once they have all closed.
+    fn drop(&mut self) {
+        self.aggregate.close();
+        self.aggregate.end();
+    }
+}
+
+impl<D: Discover, M, Req> fmt::Debug for Pools<D, M, Req>
+where
+    D::Key: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pools")
+            .field("state", &self.aggregate.watch().state())
+            .field("endpoints", &self.endpoints())
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
