@@ -245,6 +245,62 @@ async fn dropping_the_last_handle_closes() {
     assert_eq!(alive_tasks(), before);
 }
 
+/// `oneshot` on the only handle drops it right after `call`: the request is still sent and
+/// answered (the queue is drained, as tower's `Buffer` does), then the task closes.
+#[tokio::test(start_paused = true)]
+async fn oneshot_on_the_last_handle_is_answered_then_the_task_closes() {
+    let make = Make::new();
+    let before = alive_tasks();
+    let shared = spawn(layer(), &make, 8);
+    let watch = shared.watch();
+    watch.connected().await.unwrap();
+    assert_eq!(shared.oneshot(4).await.unwrap(), 5);
+    assert_eq!(watch.disconnected().await.phase(), Phase::Closed);
+    settle().await;
+    assert_eq!(alive_tasks(), before);
+}
+
+/// In wait-for-ready mode, a request queued while the connection is down and whose handle is
+/// then dropped is sent once the connection comes up; the task closes after it.
+#[tokio::test(start_paused = true)]
+async fn a_request_queued_before_the_last_handle_went_is_sent_once_connected() {
+    let make = Make::new();
+    make.push([Dial::Fail("refused")]);
+    let shared = spawn(layer().wait_for_ready(true), &make, 8);
+    let watch = shared.watch();
+    settle().await;
+    assert_eq!(watch.phase(), Phase::Disconnected);
+    let call = tokio::spawn(shared.oneshot(1));
+    settle().await;
+    assert_eq!(watch.phase(), Phase::Disconnected, "the task waits to send it");
+
+    let retry = watch.state().retry_at().expect("a retry is scheduled");
+    tokio::time::sleep_until(retry).await;
+    assert_eq!(call.await.unwrap().unwrap(), 2);
+    assert_eq!(make.conn().calls(), 1);
+    assert_eq!(watch.disconnected().await.phase(), Phase::Closed);
+    assert_eq!(make.dials(), 2, "no dial after the queue was drained");
+}
+
+/// With the last handle gone and only abandoned requests queued, a task waiting for a
+/// connection closes at its next wake-up instead of dialling for nobody.
+#[tokio::test(start_paused = true)]
+async fn a_task_left_with_only_abandoned_requests_closes() {
+    let make = Make::new();
+    make.otherwise(Dial::Fail("refused"));
+    let shared = spawn(layer().wait_for_ready(true), &make, 8);
+    let watch = shared.watch();
+    settle().await;
+    let mut svc = shared.clone();
+    assert_ready_ok!(support::poll_ready(&mut svc));
+    drop(svc.call(1)); // queued, then abandoned
+    drop((svc, shared));
+    let retry = watch.state().retry_at().expect("a retry is scheduled");
+    tokio::time::sleep_until(retry).await;
+    assert_eq!(watch.disconnected().await.phase(), Phase::Closed);
+    assert!(make.dials() <= 2, "{} dials", make.dials());
+}
+
 /// A panic in the make service reaches callers as Closed, never a hang, and the watch closes.
 #[tokio::test(start_paused = true)]
 async fn panic_in_the_make_service_surfaces_as_closed() {

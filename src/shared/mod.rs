@@ -93,9 +93,15 @@ use crate::{error::NotReady, ConnectionWatch, Reconnect};
 ///
 /// # Closing
 ///
-/// [`close`](Self::close), or dropping the last handle, stops the task: the
-/// connection is dropped, the watch publishes `Closed` once, queued requests
-/// fail with [`Closed`](crate::error::Closed), and so does every later call.
+/// [`close`](Self::close) stops the task: the connection is dropped, the
+/// watch publishes `Closed` once, queued requests fail with
+/// [`Closed`](crate::error::Closed), and so does every later call.
+/// Dropping the last handle closes too, but only once what was queued has
+/// been sent, as tower's `Buffer` does: a caller holding a response future
+/// (after `handle.oneshot(request)`, say) still gets its answer. A queued
+/// request whose caller gave up is skipped, so a task waiting for a
+/// connection for nobody closes at its next wake-up (a retry, at the
+/// latest).
 /// A clone that reserved a queue slot (`poll_ready`) before the close gets
 /// `Closed` too: the task lives on, holding nothing but the queue, until
 /// every such slot is used or given back, so no request is stranded in it.
@@ -137,7 +143,8 @@ pub struct Shared<Req, F> {
 /// What every clone of a [`Shared`] holds: the state shared with the
 /// worker, a sender to clone for a new handle, and the sender of the
 /// task's queue of requests to send again, which each response future gets
-/// a clone of. When the last handle goes, the worker is told to close.
+/// a clone of. When the last handle goes, the worker is told to send what
+/// is queued and close.
 struct Closer<Req, F> {
     handle: Arc<Handle>,
     tx: mpsc::Sender<Message<Req, F>>,
