@@ -658,3 +658,25 @@ async fn a_slot_on_a_connection_gone_down_is_given_back() {
     make.conns()[1].release();
     assert_eq!(held.await.unwrap().unwrap(), 2);
 }
+
+/// In wait-for-ready mode a pool just built, whose connections have not dialled yet, is not
+/// ready: its requests wait for a connection up instead of queueing behind one that may never
+/// connect (under a balancer, a dead endpoint would otherwise draw requests).
+#[tokio::test(start_paused = true)]
+async fn a_new_pool_waiting_for_ready_is_not_ready_before_a_connection_is_up() {
+    let make = Make::new();
+    make.push([Dial::Fail("refused"), Dial::Fail("refused")]);
+    let mut pool = pool(layer().wait_for_ready(true), &make, 2);
+    assert_eq!(phases(&pool.connections()), [Phase::Idle; 2], "not dialled yet");
+    assert!(support::poll_ready(&mut pool).is_pending());
+    settle().await;
+    assert!(support::poll_ready(&mut pool).is_pending(), "both failed");
+    let watches = pool.connections();
+    let mut ready = tokio_test::task::spawn(pool.ready());
+    assert!(ready.poll().is_pending());
+    for watch in &watches {
+        watch.connected().await.unwrap();
+    }
+    assert!(ready.is_woken());
+    tokio_test::assert_ready_ok!(ready.poll());
+}

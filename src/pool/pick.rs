@@ -122,7 +122,15 @@ impl Picker {
                 continue;
             }
             let state = self.members.watches[i].state();
-            let key = match state.phase() {
+            let phase = match state.phase() {
+                // Never connected nor closed for idleness: the eager task
+                // has not run yet, and will dial without a request.
+                Phase::Idle if state.connects() == 0 && state.idle_closes() == 0 => {
+                    Phase::Connecting
+                }
+                phase => phase,
+            };
+            let key = match phase {
                 Phase::Connected | Phase::Connecting => (0, None),
                 Phase::Idle => (1, None),
                 Phase::Disconnected => (2, state.retry_at()),
@@ -130,7 +138,7 @@ impl Picker {
             };
             let key = (key.0, key.1, self.in_flight(i));
             if best.as_ref().is_none_or(|(best, _, _)| key < *best) {
-                best = Some((key, i, state.phase()));
+                best = Some((key, i, phase));
             }
         }
         best.map(|(_, i, phase)| Choice::Down(i, phase))

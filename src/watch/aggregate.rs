@@ -59,13 +59,41 @@ struct Members {
     /// The tasks waiting for a connection to come up (a pool's `poll_ready`
     /// in wait-for-ready mode), woken when one does or all close.
     waiters: Vec<Waker>,
-    watches: Vec<watch::Receiver<ConnectionState>>,
-    /// Each connection's `last_error` as last seen, and the order in which
-    /// it was first seen: the pool shows the newest.
-    causes: Vec<(Option<Cause>, u64)>,
+    list: Vec<Member>,
     seen: u64,
     /// The counters of members that left, so that the sums never go back.
     departed: ConnectionState,
+}
+
+/// One connection (or one endpoint's pool) as the aggregate sees it.
+struct Member {
+    watch: watch::Receiver<ConnectionState>,
+    /// Its `last_error` as last seen, and the order in which it was first
+    /// seen: the aggregate shows the newest.
+    cause: (Option<Cause>, u64),
+    /// Removed (an endpoint gone from discovery): its phase no longer
+    /// counts, its counters do until it has closed, so that the sums keep
+    /// `connects == disconnects + idle_closes + replaced (+ those up)`.
+    left: bool,
+}
+
+impl Member {
+    fn new(watch: watch::Receiver<ConnectionState>) -> Self {
+        Self {
+            watch,
+            cause: (None, 0),
+            left: false,
+        }
+    }
+}
+
+/// Adds `state`'s counters to `sum`'s.
+fn add_counters(sum: &mut ConnectionState, state: &ConnectionState) {
+    sum.connects += state.connects;
+    sum.disconnects += state.disconnects;
+    sum.resent += state.resent;
+    sum.idle_closes += state.idle_closes;
+    sum.replaced += state.replaced;
 }
 
 impl Aggregate {
@@ -74,8 +102,7 @@ impl Aggregate {
             publisher: Publisher::new(),
             members: Mutex::new(Members {
                 waiters: Vec::new(),
-                watches: Vec::new(),
-                causes: Vec::new(),
+                list: Vec::new(),
                 seen: 0,
                 departed: ConnectionState::idle(),
             }),
@@ -89,8 +116,7 @@ impl Aggregate {
     /// every update it publishes refreshes the pool's state.
     pub(crate) fn join(self: &Arc<Self>, publisher: &Publisher, spread: Spread) {
         let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
-        members.watches.push(publisher.receiver());
-        members.causes.push((None, 0));
+        members.list.push(Member::new(publisher.receiver()));
         drop(members);
         publisher.join(Membership {
             aggregate: self.clone(),
@@ -103,8 +129,7 @@ impl Aggregate {
     /// every update of the pool's watch refreshes this one.
     pub(crate) fn join_pool(self: &Arc<Self>, pool: &Aggregate) {
         let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
-        members.watches.push(pool.publisher.receiver());
-        members.causes.push((None, 0));
+        members.list.push(Member::new(pool.publisher.receiver()));
         drop(members);
         pool.publisher.join(Membership {
             aggregate: self.clone(),
@@ -113,21 +138,15 @@ impl Aggregate {
         self.refresh();
     }
 
-    /// Removes a pool added with [`join_pool`](Self::join_pool), keeping
-    /// its counters in the sums. Its later updates change nothing here.
+    /// Removes a pool added with [`join_pool`](Self::join_pool): its phase
+    /// no longer counts; its counters do, up to its close.
     pub(crate) fn leave(&self, pool: &Aggregate) {
         let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
         let gone = pool.publisher.receiver();
-        if let Some(i) = members.watches.iter().position(|w| w.same_channel(&gone)) {
-            let watch = members.watches.swap_remove(i);
-            members.causes.swap_remove(i);
-            let state = watch.borrow();
-            let departed = &mut members.departed;
-            departed.connects += state.connects;
-            departed.disconnects += state.disconnects;
-            departed.resent += state.resent;
-            departed.idle_closes += state.idle_closes;
-            departed.replaced += state.replaced;
+        for member in members.list.iter_mut() {
+            if member.watch.same_channel(&gone) {
+                member.left = true;
+            }
         }
         drop(members);
         self.refresh();
@@ -183,26 +202,33 @@ impl Aggregate {
     pub(crate) fn refresh(&self) {
         let mut guard = self.members.lock().unwrap_or_else(PoisonError::into_inner);
         let members = &mut *guard;
+        // Members that left and have closed count no more than their sums.
+        let Members { list, departed, .. } = members;
+        list.retain(|member| {
+            let state = member.watch.borrow();
+            let gone = member.left && state.phase == Phase::Closed;
+            if gone {
+                add_counters(departed, &state);
+            }
+            !gone
+        });
         let mut next = ConnectionState::idle();
-        let departed = &members.departed;
-        next.connects = departed.connects;
-        next.disconnects = departed.disconnects;
-        next.resent = departed.resent;
-        next.idle_closes = departed.idle_closes;
-        next.replaced = departed.replaced;
+        add_counters(&mut next, &members.departed);
         let mut seen = [false; 5];
         let mut retry_at: Option<Instant> = None;
         let mut attempting = false;
         let mut newest: Option<(u64, Cause)> = None;
-        for (watch, cause) in members.watches.iter().zip(members.causes.iter_mut()) {
-            let state = watch.borrow();
+        let mut live = 0;
+        for member in members.list.iter_mut() {
+            let state = member.watch.borrow();
+            add_counters(&mut next, &state);
+            if member.left {
+                continue;
+            }
+            live += 1;
+            let cause = &mut member.cause;
             seen[state.phase as usize] = true;
             next.attempt = next.attempt.max(state.attempt);
-            next.connects += state.connects;
-            next.disconnects += state.disconnects;
-            next.resent += state.resent;
-            next.idle_closes += state.idle_closes;
-            next.replaced += state.replaced;
             if state.phase == Phase::Disconnected {
                 match state.retry_at {
                     Some(at) => retry_at = Some(retry_at.map_or(at, |r| r.min(at))),
@@ -228,7 +254,7 @@ impl Aggregate {
         .into_iter()
         .find(|phase| seen[*phase as usize])
         .unwrap_or(Phase::Closed);
-        if members.watches.is_empty()
+        if live == 0
             && !self.closing.load(Ordering::Acquire)
             && !self.ended.load(Ordering::Acquire)
         {
