@@ -667,7 +667,11 @@ async fn a_new_pool_waiting_for_ready_is_not_ready_before_a_connection_is_up() {
     let make = Make::new();
     make.push([Dial::Fail("refused"), Dial::Fail("refused")]);
     let mut pool = pool(layer().wait_for_ready(true), &make, 2);
-    assert_eq!(phases(&pool.connections()), [Phase::Idle; 2], "not dialled yet");
+    assert_eq!(
+        phases(&pool.connections()),
+        [Phase::Idle; 2],
+        "not dialled yet"
+    );
     assert!(support::poll_ready(&mut pool).is_pending());
     settle().await;
     assert!(support::poll_ready(&mut pool).is_pending(), "both failed");

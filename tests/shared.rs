@@ -272,7 +272,11 @@ async fn a_request_queued_before_the_last_handle_went_is_sent_once_connected() {
     assert_eq!(watch.phase(), Phase::Disconnected);
     let call = tokio::spawn(shared.oneshot(1));
     settle().await;
-    assert_eq!(watch.phase(), Phase::Disconnected, "the task waits to send it");
+    assert_eq!(
+        watch.phase(),
+        Phase::Disconnected,
+        "the task waits to send it"
+    );
 
     let retry = watch.state().retry_at().expect("a retry is scheduled");
     tokio::time::sleep_until(retry).await;

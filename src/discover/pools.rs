@@ -36,10 +36,14 @@ type Listing<K> = Arc<Mutex<Vec<(K, ConnectionWatch)>>>;
 /// Every pool waits for ready, whatever the layer says: a pool with no
 /// connection up is `Pending`, so the balancer skips it and sends its
 /// requests to the endpoints that are up, and takes it back when it
-/// reconnects. A `wait_timeout` on the layer is not used, since a dead
-/// endpoint that turned ready after it would draw requests away from the
-/// live ones; bound the wait around the balancer instead
-/// (`tower::timeout`), which then fails only when no endpoint is up.
+/// reconnects. How long the balancer waits while no endpoint is up is for
+/// a layer around it to bound (`tower::timeout`): a pool does not turn
+/// ready when the layer's `wait_timeout` runs out, since a dead endpoint
+/// would then draw requests away from the live ones. The `wait_timeout`
+/// still bounds how long a request waits in a connection's queue once it
+/// is there: one handed back unwritten by a connection that went down
+/// waits for that connection (it stays with its endpoint), and fails with
+/// [`Unavailable`](crate::error::Unavailable) after that long.
 ///
 /// # The watch
 ///
@@ -172,8 +176,7 @@ impl<Req> PoolLayer<(), Req> {
             panic!("invalid redial configuration: {err}");
         }
         let (layer, size, bound) = self.parts();
-        let mut layer = layer.clone().wait_for_ready(true);
-        layer.config_mut().wait_timeout = None;
+        let layer = layer.clone().wait_for_ready(true);
         let aggregate = Aggregate::new();
         aggregate.refresh(); // no endpoint yet: looking for one
         Pools {
@@ -223,7 +226,8 @@ where
     <Reconnect<M, T> as Service<Req>>::Future: Send + 'static,
     Req: Send + 'static,
 {
-    type Item = Result<Change<D::Key, Pool<Req, <Reconnect<M, T> as Service<Req>>::Future>>, D::Error>;
+    type Item =
+        Result<Change<D::Key, Pool<Req, <Reconnect<M, T> as Service<Req>>::Future>>, D::Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
@@ -245,7 +249,8 @@ where
                     None => this.layer.retarget(target),
                 };
                 this.inserted += 1;
-                let pool = Pool::start(&layer, &this.make, this.size, this.bound);
+                let pool =
+                    Pool::start(&layer, &this.make, this.size, this.bound).wait_without_timeout();
                 this.leave(&key);
                 this.aggregate.join_pool(pool.aggregate());
                 this.members.push((key.clone(), pool.aggregate().clone()));

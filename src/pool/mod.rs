@@ -197,7 +197,12 @@ where
     /// Builds `size` connections with `layer`'s settings, joined to one
     /// watch and spread apart, and spawns each with a queue of `bound`.
     #[track_caller]
-    pub(crate) fn start<M, T>(layer: &ReconnectLayer<T>, make: &M, size: usize, bound: usize) -> Self
+    pub(crate) fn start<M, T>(
+        layer: &ReconnectLayer<T>,
+        make: &M,
+        size: usize,
+        bound: usize,
+    ) -> Self
     where
         M: Service<T> + Clone,
         T: Clone,
@@ -283,6 +288,16 @@ where
         self.end_wait();
         self.waited = true;
         Poll::Ready(Ok(()))
+    }
+
+    /// Waits for a connection up without bound: under a balancer, a pool
+    /// that turned ready when its wait ran out would draw requests away
+    /// from the endpoints that are up.
+    pub(crate) fn wait_without_timeout(mut self) -> Self {
+        if let Some(wait) = &mut self.wait {
+            wait.timeout = None;
+        }
+        self
     }
 
     /// The writer of this pool's watch.

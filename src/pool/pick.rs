@@ -55,7 +55,9 @@ impl Picker {
 
     /// The requests in flight on all the connections.
     pub(super) fn total_in_flight(&self) -> usize {
-        (0..self.members.loads.len()).map(|i| self.in_flight(i)).sum()
+        (0..self.members.loads.len())
+            .map(|i| self.in_flight(i))
+            .sum()
     }
 
     fn in_flight(&self, i: usize) -> usize {
