@@ -235,29 +235,17 @@ async fn endpoints_from_discovery(
     new_addrs: Vec<SocketAddr>,
     connector: Connector,
 ) -> Result<(), BoxError> {
-    use futures_util::StreamExt;
+    let expected = new_addrs.clone();
     use redial::{discover, ReconnectLayer};
     use tower::balance::p2c::Balance;
-    use tower::discover::Change;
-    use tower::load::{CompleteOnResponse, PendingRequests};
-    use tower::Layer;
 
     let (registry, endpoints) = discover::channel(addrs); // the set as the registry has it now
-    let endpoints = endpoints.map(move |change| {
-        change.map(|change| match change {
-            Change::Insert(addr, _) => {
-                let svc = ReconnectLayer::new(addr)
-                    .wait_for_ready(true)
-                    .layer(connector.clone());
-                Change::Insert(
-                    addr,
-                    PendingRequests::new(svc, CompleteOnResponse::default()),
-                )
-            }
-            Change::Remove(addr) => Change::Remove(addr),
-        })
-    });
-    let balanced = Balance::new(endpoints);
+    let pools = ReconnectLayer::new(()) // settings only: each endpoint is a target
+        .pool(2) // connections per endpoint
+        .discover(endpoints, connector);
+    let watch = pools.watch(); // Connected while any endpoint is; counters summed
+    let listing = pools.endpoints(); // each endpoint with its pool's watch
+    let balanced = Balance::new(pools); // p2c over the pools, by requests in flight
     registry.send_replace(new_addrs); // later: the registry's new set; only the difference changes
 
     use tower::ServiceExt;
@@ -266,7 +254,13 @@ async fn endpoints_from_discovery(
         let reply = balanced.ready().await?.call(format!("{n}")).await?;
         assert_eq!(reply, format!("echo: {n}"));
     }
-    drop(registry);
+    assert!(watch.is_connected());
+    assert_eq!(listing.keys(), expected);
+    drop((registry, balanced));
+    watch
+        .subscribe()
+        .wait_for(|state| state.is_closed())
+        .await?;
     Ok(())
 }
 

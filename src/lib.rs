@@ -160,7 +160,10 @@
 //! so that a dead endpoint is skipped (its `poll_ready` pends) rather than
 //! failing requests, and takes traffic again once it reconnects. Endpoints
 //! that come and go (a service registry, DNS) come from the sources in
-//! [`discover`], which tell the balancer which to add and which to drop.
+//! [`discover`], which tell the balancer which to add and which to drop;
+//! [`PoolLayer::discover`] gives each a [`Pool`] of its own, waiting for
+//! ready, with one watch over every endpoint
+//! ([`discover::Pools`]).
 //!
 //! # Features
 //!

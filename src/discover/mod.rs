@@ -12,8 +12,12 @@
 //! - [`channel`]: the whole set, sent again whenever it changes, as a
 //!   registry (Consul, Kubernetes endpoints) reports it; the source sends
 //!   only the differences.
-//! - [`dns`] (feature `dns`): a host name resolved at start, every
-//!   interval, and at once on demand ([`Refresh`]).
+//! - `dns` (feature `dns`): a host name resolved at start, every
+//!   interval, and at once on demand (its `Refresh`).
+//!
+//! [`PoolLayer::discover`](crate::PoolLayer::discover) turns any of them
+//! into [`Pools`]: a pool of connections per endpoint, for
+//! `tower::balance`, with one watch over all of them.
 //!
 //! # Examples
 //!

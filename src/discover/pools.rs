@@ -58,7 +58,7 @@ type Listing<K> = Arc<Mutex<Vec<(K, ConnectionWatch)>>>;
 /// lists each endpoint's own watch.
 ///
 /// [`when_none_up`](Self::when_none_up) calls a hook whenever no endpoint
-/// is up and one has just failed: with [`dns`](super::dns), a refresh, so
+/// is up and one has just failed: with `discover::dns` (feature `dns`), a refresh, so
 /// that a name whose addresses all moved is looked up again at once.
 ///
 /// # Examples
@@ -208,7 +208,7 @@ impl<D: Discover, M, Req> Pools<D, M, Req> {
     }
 
     /// Calls `hook` whenever no endpoint is up and one has just failed, as
-    /// a DNS source's [`Refresh`](super::Refresh) wants. Called on the
+    /// a DNS source's `Refresh` wants. Called on the
     /// connection's task: it must not block.
     pub fn when_none_up(self, hook: impl Fn() + Send + Sync + 'static) -> Self {
         self.aggregate.on_none_up(Box::new(hook));

@@ -49,7 +49,7 @@ use crate::{
 /// |---|---|
 /// | one or more `Connected` | the one with the fewest requests in flight (queued or sent, until their response futures resolve); among equals, the next in turn |
 /// | none `Connected`, fail fast (default) | the one expected up first: one that is connecting, else an idle one (which the request wakes), else the one whose retry is due first |
-/// | none `Connected`, [`wait_for_ready(true)`](ReconnectLayer::wait_for_ready) | none yet: `poll_ready` is `Pending` until any connection is up; with a [`wait_timeout`](ReconnectLayer::wait_timeout), at most that, then `Ready(Ok)` and `call` fails with [`Unavailable`] (its [`waited()`](crate::error::Unavailable::waited) set) without sending (once a connection is up, the request's time in its queue is bounded by the same timeout, as with [`Shared`]). Only when the connection expected first is idle does the request go to it, to wake it |
+/// | none `Connected`, [`wait_for_ready(true)`](ReconnectLayer::wait_for_ready) | none yet: `poll_ready` is `Pending` until any connection is up; with a [`wait_timeout`](ReconnectLayer::wait_timeout), at most that, then `Ready(Ok)` and `call` fails with [`Unavailable`] (its [`waited()`](crate::error::Unavailable::waited) set) without sending (once a connection is up, the request's time in its queue is bounded by the same timeout, as with [`Shared`]). Only when the connection expected first is idle after an idle close does the request go to it, to wake it (a connection not yet dialled is waited for) |
 /// | all closed | none: `poll_ready` returns [`Closed`](crate::error::Closed) |
 ///
 /// The request then meets that connection's rules, as with a
@@ -112,9 +112,11 @@ use crate::{
 /// sharing it would take a `Buffer` in front, a second queue and task on
 /// every request. Here the choice is made in the caller's `poll_ready` and
 /// the request goes straight into the chosen connection's queue, with no
-/// allocation. To balance over *different* endpoints (with
-/// `tower::discover`), use `tower::balance` over plain [`Reconnect`]s in
-/// wait-for-ready mode.
+/// allocation. To balance over *different* endpoints, `tower::balance` is
+/// the right tool, with a pool per endpoint from
+/// [`PoolLayer::discover`] (or plain [`Reconnect`]s in wait-for-ready
+/// mode for a fixed set): there each endpoint is one service, and a pool
+/// that waits for ready pends while none of its connections is up.
 ///
 /// # Closing
 ///
