@@ -1,6 +1,7 @@
 //! A pool of four reconnecting connections to one server, under load, while
 //! the server goes away and comes back, and while its connections are
-//! replaced as they age.
+//! replaced as they age; then a pool per replica of a service, under load,
+//! while one replica goes away and comes back.
 //!
 //! The example starts a line server on 127.0.0.1 (it answers a line with
 //! `echo: <line>` and records what it was sent) and a client:
@@ -23,6 +24,14 @@
 //!   first connection is; before the outage none fails, replacements
 //!   included. (In wait-for-ready mode none would fail: they would wait.)
 //!
+//! Then the second act: two replicas, on 127.0.0.1 and 127.0.0.2 (Linux
+//! routes all of 127/8 to loopback), named by a registry
+//! (`redial::discover::channel`), each with a pool of two connections
+//! (`.pool(2).discover(…)`) under tower's p2c balancer. The second replica
+//! stops for 1.5 s and comes back: its share moves to the first while it is
+//! away, no request fails, and it takes its share again once back. Each
+//! phase prints what each replica answered.
+//!
 //! Run it with:
 //!
 //! ```text
@@ -41,10 +50,10 @@ mod report;
 use std::time::Duration;
 
 use line::{Dial, LineServer};
-use redial::{error::Unavailable, Backoff, ConnectionState, ReconnectLayer};
+use redial::{discover, error::Unavailable, Backoff, ConnectionState, ReconnectLayer};
 use report::{chain, connects, print_changes, Clock};
 use tokio::time::Instant;
-use tower::{BoxError, Layer, Service, ServiceExt};
+use tower::{balance::p2c::Balance, buffer::Buffer, BoxError, Layer, Service, ServiceExt};
 
 /// The phases of the story, in order, and how long each lasts.
 const PHASES: [(&str, Duration); 3] = [
@@ -53,6 +62,13 @@ const PHASES: [(&str, Duration); 3] = [
     ("after", Duration::from_millis(2500)),
 ];
 const CALLERS: usize = 8;
+
+/// The second act's phases.
+const REPLICA_PHASES: [(&str, Duration); 3] = [
+    ("both up", Duration::from_millis(1500)),
+    ("one away", Duration::from_millis(1500)),
+    ("both back", Duration::from_millis(1500)),
+];
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
@@ -104,7 +120,86 @@ async fn main() -> Result<(), BoxError> {
     pool.watch().disconnected().await;
     drop(pool);
     printer.await?;
+    drop(server);
+
+    replicas(clock).await
+}
+
+/// The second act: a pool per replica, one replica away and back.
+async fn replicas(clock: Clock) -> Result<(), BoxError> {
+    let mut servers = two_replicas()?;
+    let addrs: Vec<_> = servers.iter().map(LineServer::addr).collect();
+    clock.say(format!(
+        "replicas listening on {} and {}",
+        addrs[0], addrs[1]
+    ));
+    let (_registry, endpoints) = discover::channel(addrs);
+    let pools = ReconnectLayer::new(())
+        .connect_timeout(Duration::from_secs(1))
+        .backoff(Backoff::exponential(
+            Duration::from_millis(200),
+            Duration::from_secs(1),
+        ))
+        .pool(2)
+        .discover(endpoints, Dial::default());
+    let watch = pools.watch();
+    let listing = pools.endpoints();
+    let printer = tokio::spawn(print_changes("service", watch.clone(), clock, true));
+    // The balancer is not `Clone`: a buffer in front shares it.
+    let client = Buffer::new(Balance::new(pools), 1024);
+    clock.say("client: a pool of 2 connections per replica, under tower's p2c balancer");
+
+    for (phase, duration) in REPLICA_PHASES {
+        match phase {
+            "one away" => {
+                servers[1].stop().await;
+                clock.say("--- the second replica stopped ---");
+            }
+            "both back" => {
+                servers[1].restart()?;
+                clock.say("--- the second replica restarted ---");
+            }
+            _ => {}
+        }
+        let seen: Vec<_> = servers.iter().map(|s| s.seen().len()).collect();
+        let (ok, failed_fast, other) = load(&client, phase, duration, clock).await;
+        let answered: Vec<_> = (0..2).map(|i| servers[i].seen().len() - seen[i]).collect();
+        clock.say(format!(
+            "{phase}: {ok} answered ({} by the first replica, {} by the second), \
+             {failed_fast} failed fast, {other} other errors",
+            answered[0], answered[1]
+        ));
+        for (addr, replica) in listing.list() {
+            clock.say(format!(
+                "{phase}: replica {addr} {}",
+                describe(&replica.state())
+            ));
+        }
+    }
+
+    // Dropping the balancer drops every replica's pool: the one watch
+    // shows `Closed` and its printer ends.
+    drop(client);
+    watch
+        .subscribe()
+        .wait_for(|state| state.is_closed())
+        .await?;
+    printer.await?;
     Ok(())
+}
+
+/// Two line servers on one port, on 127.0.0.1 and 127.0.0.2.
+fn two_replicas() -> Result<Vec<LineServer>, BoxError> {
+    let mut last = None;
+    for _ in 0..10 {
+        let first = LineServer::start(([127, 0, 0, 1], 0).into())?;
+        let port = first.addr().port();
+        match LineServer::start(([127, 0, 0, 2], port).into()) {
+            Ok(second) => return Ok(vec![first, second]),
+            Err(err) => last = Some(err), // that port is taken there: another
+        }
+    }
+    Err(last.expect("tried").into())
 }
 
 /// `CALLERS` callers, each sending a request every 10 ms for `duration`

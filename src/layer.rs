@@ -506,6 +506,10 @@ impl<T> ReconnectLayer<T> {
         &self.config
     }
 
+    pub(crate) fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+
     /// The target every service built by this layer connects to.
     pub fn target(&self) -> &T {
         &self.target

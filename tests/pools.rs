@@ -30,6 +30,9 @@ struct Net {
     slow: Arc<Mutex<Option<(&'static str, Duration)>>>,
     dials: Arc<Mutex<Vec<&'static str>>>,
     answered: Arc<Mutex<Vec<&'static str>>>,
+    /// While set, connections are busy (`poll_ready` pends): requests
+    /// stay queued. The wakers of the connections waiting.
+    busy: Arc<Mutex<(bool, Vec<std::task::Waker>)>>,
 }
 
 impl Net {
@@ -39,6 +42,14 @@ impl Net {
             set.insert(endpoint);
         } else {
             set.remove(endpoint);
+        }
+    }
+
+    fn set_busy(&self, busy: bool) {
+        let mut state = self.busy.lock().unwrap();
+        state.0 = busy;
+        if !busy {
+            state.1.drain(..).for_each(std::task::Waker::wake);
         }
     }
 
@@ -114,7 +125,12 @@ impl Service<u32> for Conn {
     type Error = Infallible;
     type Future = std::future::Ready<Result<&'static str, Infallible>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        let mut busy = self.net.busy.lock().unwrap();
+        if busy.0 {
+            busy.1.push(cx.waker().clone());
+            return Poll::Pending;
+        }
         Poll::Ready(Ok(()))
     }
 
@@ -291,33 +307,77 @@ async fn the_none_up_hook_runs_only_when_no_endpoint_is_up() {
     assert_eq!(watch.phase(), Phase::Connected);
 }
 
-/// A request queued on an endpoint's pool before the registry removed it
-/// is still sent and answered; then the pool closes.
+/// A request queued on an endpoint's pool (its connection busy) when the
+/// registry removed the endpoint is still sent and answered once the
+/// connection can take it, after the balancer dropped the pool; then the
+/// pool closes.
 #[tokio::test(start_paused = true)]
 async fn a_removed_endpoint_sends_what_it_had_queued() {
     let net = Net::default();
-    *net.slow.lock().unwrap() = Some(("a", Duration::from_secs(1)));
     let (registry, endpoints) = discover::channel(["a"]);
     let mut pools = layer().pool(1).discover(endpoints, net.clone());
     let Some(Ok(Change::Insert("a", mut pool))) = pools.next().await else {
         panic!("an insert first");
     };
     let watch = pool.watch();
-    // Fail fast: while the first attempt runs, the request waits for it.
+    watch.connected().await.unwrap();
+    net.set_busy(true);
     futures_util::future::poll_fn(|cx| pool.poll_ready(cx))
         .await
         .unwrap();
-    let reply = tokio::spawn(pool.call(1));
+    let mut reply = tokio::spawn(pool.call(1));
     settle().await;
+    assert!(
+        futures_util::FutureExt::now_or_never(&mut reply).is_none(),
+        "queued"
+    );
+    assert_eq!(net.answered_by("a"), 0);
 
     registry.send_replace(Vec::new());
     let Some(Ok(Change::Remove("a"))) = pools.next().await else {
         panic!("then the removal");
     };
     drop(pool); // as the balancer does
+    settle().await;
+    assert_eq!(
+        watch.phase(),
+        Phase::Connected,
+        "it still has a request to send"
+    );
+    net.set_busy(false);
     assert_eq!(reply.await.unwrap().unwrap(), "a");
     assert_eq!(watch.disconnected().await.phase(), Phase::Closed);
     assert_eq!(pools.watch().phase(), Phase::Connecting, "none left");
+    assert_eq!(
+        pools.watch().state().disconnects(),
+        1,
+        "its close is counted"
+    );
+}
+
+/// An endpoint the source still names is never given up on, whatever the
+/// layer's `max_attempts`: the balancer would drop it for good. Down for
+/// longer than those attempts, it is back in service once it is up.
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_is_never_given_up_on() {
+    let net = Net::default();
+    net.set_down("b", true);
+    let (_registry, endpoints) = discover::channel(["a", "b"]);
+    let pools = layer()
+        .max_attempts(1)
+        .pool(1)
+        .discover(endpoints, net.clone());
+    let listing = pools.endpoints();
+    let mut balanced = Balance::new(pools);
+    send(&mut balanced, 4).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    send(&mut balanced, 4).await;
+    assert!(net.dials_to("b") > 2, "{} dials", net.dials_to("b"));
+    net.set_down("b", false);
+    let b = listing.list().remove(1).1;
+    b.connected().await.unwrap();
+    send(&mut balanced, 40).await;
+    assert!(net.answered_by("b") > 0, "b is back in the balancer");
 }
 
 /// The watch is `Closed` once the balancer (and so the source) is dropped,

@@ -286,6 +286,34 @@ async fn a_request_queued_before_the_last_handle_went_is_sent_once_connected() {
     assert_eq!(make.dials(), 2, "no dial after the queue was drained");
 }
 
+/// In wait-for-ready mode, with the last handle gone while the peer is down, the first attempt
+/// that fails after it went ends the task: the request left fails with `Closed` instead of
+/// waiting for ever with nobody able to close it.
+#[tokio::test(start_paused = true)]
+async fn after_the_last_handle_an_attempt_that_fails_ends_the_task() {
+    let make = Make::new();
+    make.otherwise(Dial::Fail("refused"));
+    let before = alive_tasks();
+    let shared = spawn(layer().wait_for_ready(true), &make, 8);
+    let watch = shared.watch();
+    settle().await;
+    assert_eq!(make.dials(), 1);
+    let call = tokio::spawn(shared.oneshot(1));
+    settle().await;
+    assert_eq!(watch.phase(), Phase::Disconnected, "still waiting");
+
+    let err = call.await.unwrap().unwrap_err();
+    assert!(err.is::<Closed>(), "{err:?}");
+    assert_eq!(
+        make.dials(),
+        2,
+        "closed at the first attempt after the handle went"
+    );
+    assert_eq!(watch.disconnected().await.phase(), Phase::Closed);
+    settle().await;
+    assert_eq!(alive_tasks(), before);
+}
+
 /// With the last handle gone and only abandoned requests queued, a task waiting for a
 /// connection closes at its next wake-up instead of dialling for nobody.
 #[tokio::test(start_paused = true)]

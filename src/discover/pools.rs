@@ -33,17 +33,25 @@ type Listing<K> = Arc<Mutex<Vec<(K, ConnectionWatch)>>>;
 ///
 /// # Readiness
 ///
-/// Every pool waits for ready, whatever the layer says: a pool with no
-/// connection up is `Pending`, so the balancer skips it and sends its
-/// requests to the endpoints that are up, and takes it back when it
-/// reconnects. How long the balancer waits while no endpoint is up is for
-/// a layer around it to bound (`tower::timeout`): a pool does not turn
-/// ready when the layer's `wait_timeout` runs out, since a dead endpoint
-/// would then draw requests away from the live ones. The `wait_timeout`
-/// still bounds how long a request waits in a connection's queue once it
-/// is there: one handed back unwritten by a connection that went down
-/// waits for that connection (it stays with its endpoint), and fails with
-/// [`Unavailable`](crate::error::Unavailable) after that long.
+/// A pool with no connection up is `Pending`, whatever the layer's
+/// `wait_for_ready` says, so the balancer skips it and sends its requests
+/// to the endpoints that are up, and takes it back when it reconnects. How
+/// long the balancer waits while no endpoint is up is for a layer around it
+/// to bound (`tower::timeout`): a pool does not turn ready when a
+/// `wait_timeout` runs out, since a dead endpoint would then draw requests
+/// away from the live ones.
+///
+/// Once a request is in a connection's queue it stays with that
+/// connection, which fails fast: if the connection is lost before the
+/// request is written (or hands it back to be sent again), the request
+/// fails at once with [`Unavailable`](crate::error::Unavailable) rather
+/// than wait for an endpoint that may be gone for good. Such a request
+/// never reached the server, so sending it again through the balancer is
+/// safe; it then goes to an endpoint that is up.
+///
+/// `max_attempts` is not used: an endpoint leaves when the source removes
+/// it, never by giving up (the balancer would drop it for good while the
+/// source still names it).
 ///
 /// # The watch
 ///
@@ -112,11 +120,15 @@ pub struct Pools<D: Discover, M, Req> {
     listing: Listing<D::Key>,
     /// Endpoints inserted so far: numbers them in logs.
     inserted: u64,
+    /// The source ended: it is not polled again.
+    ended: bool,
     _request: PhantomData<fn(Req)>,
 }
 
 // Keys are never pinned: they are cloned and compared, never polled.
-impl<D: Discover + Unpin, M: Unpin, Req> Unpin for Pools<D, M, Req> {}
+// Nor is the make service: it is cloned for each connection, never polled
+// in place.
+impl<D: Discover + Unpin, M, Req> Unpin for Pools<D, M, Req> {}
 
 /// The endpoints of a [`Pools`] and each one's watch; a clone-able view
 /// that outlives the balancer.
@@ -176,7 +188,11 @@ impl<Req> PoolLayer<(), Req> {
             panic!("invalid redial configuration: {err}");
         }
         let (layer, size, bound) = self.parts();
-        let layer = layer.clone().wait_for_ready(true);
+        // Each connection fails fast; the pool waits for one up (below).
+        // An endpoint goes when the source removes it, never by giving up:
+        // the balancer would drop it for good while the source still names it.
+        let mut layer = layer.clone().wait_for_ready(false);
+        layer.config_mut().max_attempts = None;
         let aggregate = Aggregate::new();
         aggregate.refresh(); // no endpoint yet: looking for one
         Pools {
@@ -189,6 +205,7 @@ impl<Req> PoolLayer<(), Req> {
             members: Vec::new(),
             listing: Arc::default(),
             inserted: 0,
+            ended: false,
             _request: PhantomData,
         }
     }
@@ -200,7 +217,8 @@ impl<D: Discover, M, Req> Pools<D, M, Req> {
         self.aggregate.watch()
     }
 
-    /// The endpoints and each one's watch, now and later.
+    /// The endpoints and each one's watch, now and later (none once this
+    /// source is dropped).
     pub fn endpoints(&self) -> Endpoints<D::Key> {
         Endpoints {
             listing: self.listing.clone(),
@@ -208,10 +226,14 @@ impl<D: Discover, M, Req> Pools<D, M, Req> {
     }
 
     /// Calls `hook` whenever no endpoint is up and one has just failed, as
-    /// a DNS source's `Refresh` wants. Called on the
-    /// connection's task: it must not block.
+    /// a DNS source's `Refresh` wants; in place of any hook set before.
+    ///
+    /// It runs where the failure is published, on whichever task or thread
+    /// that is, while the failing endpoint's pool is locked: it must only
+    /// signal (set a flag, wake a task, send on a channel), never block or
+    /// close a connection itself.
     pub fn when_none_up(self, hook: impl Fn() + Send + Sync + 'static) -> Self {
-        self.aggregate.on_none_up(Box::new(hook));
+        self.aggregate.on_none_up(Arc::new(hook));
         self
     }
 }
@@ -220,7 +242,7 @@ impl<D, M, Req, T> Stream for Pools<D, M, Req>
 where
     D: Discover<Service = T> + Unpin,
     D::Key: Clone,
-    M: Service<T> + Clone + Unpin,
+    M: Service<T> + Clone,
     T: Clone,
     Reconnect<M, T>: Service<Req, Error = BoxError> + Send + 'static,
     <Reconnect<M, T> as Service<Req>>::Future: Send + 'static,
@@ -231,8 +253,12 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
         let change = match ready!(Pin::new(&mut this.source).poll_discover(cx)) {
             None => {
+                this.ended = true;
                 this.aggregate.end();
                 return Poll::Ready(None);
             }
@@ -249,8 +275,7 @@ where
                     None => this.layer.retarget(target),
                 };
                 this.inserted += 1;
-                let pool =
-                    Pool::start(&layer, &this.make, this.size, this.bound).wait_without_timeout();
+                let pool = Pool::start(&layer, &this.make, this.size, this.bound).wait_for_any_up();
                 this.leave(&key);
                 this.aggregate.join_pool(pool.aggregate());
                 this.members.push((key.clone(), pool.aggregate().clone()));
@@ -288,6 +313,10 @@ impl<D: Discover, M, Req> Drop for Pools<D, M, Req> {
     fn drop(&mut self) {
         self.aggregate.close();
         self.aggregate.end();
+        self.listing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 }
 

@@ -120,8 +120,10 @@ use crate::{
 ///
 /// # Closing
 ///
-/// [`close`](Self::close), or dropping the last clone, closes every
-/// connection once, as [`Shared::close`] does for one: the watch shows
+/// [`close`](Self::close) closes every connection once, as
+/// [`Shared::close`] does for one; dropping the last clone closes each
+/// once it has sent what was queued, as dropping a [`Shared`]'s last handle
+/// does. The watch shows
 /// `Closed` once all have closed, and goes there straight from what it
 /// showed before (not through `Connecting` when the connection that was up
 /// closes before one still dialling).
@@ -292,13 +294,16 @@ where
         Poll::Ready(Ok(()))
     }
 
-    /// Waits for a connection up without bound: under a balancer, a pool
-    /// that turned ready when its wait ran out would draw requests away
-    /// from the endpoints that are up.
-    pub(crate) fn wait_without_timeout(mut self) -> Self {
-        if let Some(wait) = &mut self.wait {
-            wait.timeout = None;
-        }
+    /// Makes `poll_ready` wait, without bound, until a connection is up,
+    /// whatever mode the connections are in: under a balancer, a pool must
+    /// pend while none is up (so that it is skipped), and one that turned
+    /// ready when a wait ran out would draw requests away from the
+    /// endpoints that are up.
+    pub(crate) fn wait_for_any_up(mut self) -> Self {
+        self.wait = Some(WaitForAny {
+            timeout: None,
+            sleep: None,
+        });
         self
     }
 

@@ -101,7 +101,9 @@ use crate::{error::NotReady, ConnectionWatch, Reconnect};
 /// (after `handle.oneshot(request)`, say) still gets its answer. A queued
 /// request whose caller gave up is skipped, so a task waiting for a
 /// connection for nobody closes at its next wake-up (a retry, at the
-/// latest).
+/// latest). In wait-for-ready mode, an attempt that fails once the last
+/// handle is gone closes the task, and what is left fails with `Closed`:
+/// with no handle left, nothing else could ever end it.
 /// A clone that reserved a queue slot (`poll_ready`) before the close gets
 /// `Closed` too: the task lives on, holding nothing but the queue, until
 /// every such slot is used or given back, so no request is stranded in it.

@@ -11,7 +11,7 @@ use super::{
     message::{Message, Resender},
     signal::{Signal, CLOSE, DRAIN, MARK_DISCONNECTED, RESEND, RESET_BACKOFF},
 };
-use crate::{error::Closed, Reconnect};
+use crate::{error::Closed, Phase, Reconnect};
 
 /// The response future of a `Reconnect<M, T>`.
 type Fut<M, T, Req> = <Reconnect<M, T> as Service<Req>>::Future;
@@ -73,7 +73,8 @@ struct Inbox<Req, F> {
     /// the first request when lazy.
     started: bool,
     /// Every handle is gone: the task sends what is queued, then closes.
-    draining: bool,
+    /// The attempt under way (or last made) when they went.
+    draining: Option<u32>,
 }
 
 impl<M, T, Req> Worker<M, T, Req>
@@ -96,7 +97,7 @@ where
                 resend_pending: false,
                 held: None,
                 started: eager,
-                draining: false,
+                draining: None,
             },
             handle,
         }
@@ -172,11 +173,11 @@ where
     if signals & RESEND != 0 {
         inbox.resend_pending = true;
     }
-    if signals & DRAIN != 0 {
-        inbox.draining = true;
+    if signals & DRAIN != 0 && inbox.draining.is_none() {
+        inbox.draining = Some(service.watch().state().attempt());
     }
     loop {
-        if inbox.draining && inbox.drained(cx) {
+        if inbox.draining.is_some() && inbox.drained(cx) {
             return Poll::Ready(Closed::new(None));
         }
         if service.is_dormant() {
@@ -204,6 +205,16 @@ where
             Poll::Ready(Ok(())) => {}
             Poll::Ready(Err(error)) => return Poll::Ready(Closed::new(Some(Arc::from(error)))),
             Poll::Pending if service.is_dormant() => continue,
+            Poll::Pending
+                if inbox
+                    .draining
+                    .is_some_and(|from| failed_since(service, from)) =>
+            {
+                // Waiting for ready with every handle gone: nobody is left
+                // to close the task, so the first attempt that fails after
+                // they went does.
+                return Poll::Ready(Closed::new(None));
+            }
             Poll::Pending => return Poll::Pending,
         }
         let Some((msg, again)) = ready!(inbox.poll_next_msg(cx)) else {
@@ -221,6 +232,17 @@ where
         }
         let _ = msg.tx.send(Ok(service.call(msg.request)));
     }
+}
+
+/// Whether an attempt made after attempt `from` has failed.
+fn failed_since<M, T>(service: &Reconnect<M, T>, from: u32) -> bool
+where
+    M: Service<T>,
+{
+    let state = service.watch().state();
+    // While an attempt runs the phase stays `Disconnected`, with no retry
+    // time: one is set when it has failed.
+    state.phase() == Phase::Disconnected && state.attempt() > from && state.retry_at().is_some()
 }
 
 impl<Req, F> Inbox<Req, F> {

@@ -5,7 +5,7 @@ use std::{
     fmt,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex, OnceLock, PoisonError,
+        Arc, Mutex, PoisonError,
     },
     task::Waker,
 };
@@ -49,7 +49,7 @@ pub(crate) struct Aggregate {
     ended: AtomicBool,
     /// Called when no member is up and a member's attempt failed: asks
     /// the source of endpoints for a fresh look.
-    on_none_up: OnceLock<Box<dyn Fn() + Send + Sync>>,
+    on_none_up: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 /// The connections' states, and the causes last seen on them. Receivers
@@ -108,7 +108,7 @@ impl Aggregate {
             }),
             closing: AtomicBool::new(false),
             ended: AtomicBool::new(false),
-            on_none_up: OnceLock::new(),
+            on_none_up: Mutex::new(None),
         })
     }
 
@@ -159,9 +159,12 @@ impl Aggregate {
     }
 
     /// Calls `hook` whenever no member is up and one of them has just
-    /// failed (at most one hook).
-    pub(crate) fn on_none_up(&self, hook: Box<dyn Fn() + Send + Sync>) {
-        let _ = self.on_none_up.set(hook);
+    /// failed, in place of the hook set before.
+    pub(crate) fn on_none_up(&self, hook: Arc<dyn Fn() + Send + Sync>) {
+        *self
+            .on_none_up
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(hook);
     }
 
     pub(crate) fn watch(&self) -> ConnectionWatch {
@@ -219,10 +222,12 @@ impl Aggregate {
         let mut attempting = false;
         let mut newest: Option<(u64, Cause)> = None;
         let mut live = 0;
+        let mut left_open = false;
         for member in members.list.iter_mut() {
             let state = member.watch.borrow();
             add_counters(&mut next, &state);
             if member.left {
+                left_open = true;
                 continue;
             }
             live += 1;
@@ -259,8 +264,11 @@ impl Aggregate {
             // No endpoint known yet (or none left): looking for one.
             next.phase = Phase::Connecting;
         }
-        if next.phase != Phase::Closed && self.closing.load(Ordering::Acquire) {
-            // Closing: the counters move, the phase waits for the last.
+        let closing = self.closing.load(Ordering::Acquire);
+        // Closing, the phase waits for the last member; and it is not
+        // `Closed` while a removed one is still closing.
+        if (next.phase != Phase::Closed && closing) || (next.phase == Phase::Closed && left_open) {
+            // The counters move; the phase stays.
             let now = self.publisher.state();
             next.phase = now.phase;
             next.last_error = now.last_error.clone();
@@ -295,7 +303,12 @@ impl Aggregate {
         drop(guard);
         woken.into_iter().for_each(Waker::wake);
         if none_up {
-            if let Some(hook) = self.on_none_up.get() {
+            let hook = self
+                .on_none_up
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            if let Some(hook) = hook {
                 hook();
             }
         }
@@ -347,5 +360,30 @@ mod tests {
         let _dialling = member(&aggregate, 1, Phase::Connecting);
         drop(up);
         assert_eq!(aggregate.watch().phase(), Phase::Connecting);
+    }
+
+    /// An endpoint removed while its pool still has a connection open keeps
+    /// the whole from `Closed` until that pool has closed, and its close is
+    /// counted: `connects == disconnects` at the end.
+    #[test]
+    fn a_removed_endpoint_still_closing_keeps_the_whole_open() {
+        let outer = Aggregate::new();
+        let pool = Aggregate::new();
+        let up = member(&pool, 0, Phase::Connected);
+        up.update(|state| state.connects = 1);
+        outer.join_pool(&pool);
+        assert_eq!(outer.watch().phase(), Phase::Connected);
+
+        outer.leave(&pool);
+        outer.close();
+        outer.end();
+        let watch = outer.watch();
+        assert_ne!(watch.phase(), Phase::Closed, "a connection is still open");
+        drop(up);
+        assert_eq!(watch.phase(), Phase::Closed);
+        assert_eq!(
+            (watch.state().connects(), watch.state().disconnects()),
+            (1, 1)
+        );
     }
 }
