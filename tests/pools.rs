@@ -405,3 +405,51 @@ async fn the_watch_closes_with_the_balancer_or_an_empty_ended_source() {
     assert!(empty.next().await.is_none());
     assert_eq!(empty.watch().phase(), Phase::Closed);
 }
+
+/// With DNS, the hook asks for a lookup as soon as no endpoint is up: a
+/// name whose only address went dead is looked up again within a second,
+/// not at the next scheduled lookup, and the new address takes the traffic.
+#[cfg(feature = "dns")]
+#[tokio::test(start_paused = true)]
+async fn dns_looks_again_at_once_when_no_endpoint_is_up() {
+    use std::net::SocketAddr;
+
+    let net = Net::default();
+    net.set_down("a", true);
+    let (dead, live): (SocketAddr, SocketAddr) =
+        (([10, 0, 0, 1], 80).into(), ([10, 0, 0, 2], 80).into());
+    let lookups = Arc::new(Mutex::new(Vec::new()));
+    let log = lookups.clone();
+    let dns = discover::dns("api.test", 80, Duration::from_secs(30)).with_resolver(move |_, _| {
+        let mut log = log.lock().unwrap();
+        log.push(tokio::time::Instant::now());
+        let answer = if log.len() == 1 {
+            vec![dead]
+        } else {
+            vec![live]
+        };
+        async move { Ok::<_, std::io::Error>(answer) }
+    });
+    let refresher = dns.refresher();
+    let connector = net
+        .clone()
+        .map_request(move |addr: SocketAddr| if addr == dead { "a" } else { "b" });
+    let pools = layer()
+        .pool(1)
+        .discover(dns, connector)
+        .when_none_up(move || refresher.refresh());
+    let watch = pools.watch();
+    let start = tokio::time::Instant::now();
+    let mut balanced = Balance::new(pools);
+
+    let reply = balanced.ready().await.unwrap().call(1).await.unwrap();
+    assert_eq!(reply, "b");
+    let lookups = lookups.lock().unwrap().clone();
+    assert_eq!(lookups.len(), 2, "{lookups:?}");
+    assert!(
+        lookups[1] - start <= Duration::from_secs(1),
+        "the second lookup came {:?} after the first, not at once",
+        lookups[1] - start
+    );
+    assert_eq!(watch.phase(), Phase::Connected);
+}
