@@ -130,8 +130,9 @@ pub struct Pools<D: Discover, M, Req> {
 // in place.
 impl<D: Discover + Unpin, M, Req> Unpin for Pools<D, M, Req> {}
 
-/// The endpoints of a [`Pools`] and each one's watch; a clone-able view
-/// that outlives the balancer.
+/// The endpoints of a [`Pools`] and each one's watch: a clone-able view to
+/// keep once the `Pools` has gone into the balancer (empty once it is
+/// dropped).
 pub struct Endpoints<K> {
     listing: Listing<K>,
 }
