@@ -343,9 +343,44 @@ async fn panic_in_the_make_service_surfaces_as_closed() {
         .layer(make.clone())
         .spawn_lazy(8);
     let err = shared.clone().oneshot(1).await.unwrap_err();
-    assert!(find::<Closed>(&*err).is_some(), "{err:?}");
+    assert_panicked(&*err);
     assert_eq!(shared.watch().disconnected().await.phase(), Phase::Closed);
-    assert!(shared.clone().oneshot(1).await.unwrap_err().is::<Closed>());
+    assert_panicked(&*shared.clone().oneshot(1).await.unwrap_err());
+}
+
+/// The error is `Closed`, caused by the task's panic.
+fn assert_panicked(err: &(dyn std::error::Error + 'static)) {
+    let closed = find::<Closed>(err).unwrap_or_else(|| panic!("not Closed: {err:?}"));
+    let cause = std::error::Error::source(closed).expect("Closed names its cause");
+    assert_eq!(cause.to_string(), "the connection task panicked", "{err:?}");
+}
+
+/// A panic in the connection's `call` or `poll_ready` ends the task the same way: the caller
+/// and every queued request get `Closed` caused by the panic, never a hang, and the watch closes.
+#[tokio::test(start_paused = true)]
+async fn panic_in_the_connection_surfaces_as_closed() {
+    for in_poll_ready in [false, true] {
+        let make = Make::new();
+        let before = alive_tasks();
+        let shared = spawn(layer(), &make, 8);
+        let watch = shared.watch();
+        watch.connected().await.unwrap();
+        let conn = make.conn();
+        conn.set_busy(true); // requests queue up
+        let calls: Vec<_> = (1..=3)
+            .map(|n| tokio::spawn(shared.clone().oneshot(n)))
+            .collect();
+        settle().await;
+        conn.panic_next(in_poll_ready);
+        conn.set_busy(false);
+        for call in calls {
+            assert_panicked(&*call.await.unwrap().unwrap_err());
+        }
+        assert_eq!(watch.disconnected().await.phase(), Phase::Closed);
+        assert_panicked(&*shared.clone().oneshot(1).await.unwrap_err());
+        settle().await;
+        assert_eq!(alive_tasks(), before, "in_poll_ready: {in_poll_ready}");
+    }
 }
 
 /// Giving up after max_attempts closes the handle with GaveUp as the cause.

@@ -100,8 +100,14 @@ where
                     Ok(Ok(fut)) => this.state.set(State::Sent { fut }),
                     Ok(Err(error)) => return Poll::Ready(Err(error)),
                     // The task went away without answering: it panicked or
-                    // its runtime shut down. The watch shows `Closed`.
-                    Err(_) => return Poll::Ready(Err(Box::new(Closed::new(None)))),
+                    // its runtime shut down. The watch shows `Closed`; the
+                    // task recorded why before it dropped the request.
+                    Err(_) => {
+                        return Poll::Ready(Err(match this.resend {
+                            Some(resend) => resend.closed_error(),
+                            None => Box::new(Closed::new(None)),
+                        }))
+                    }
                 },
                 StateProj::Failed { error } => {
                     return Poll::Ready(Err(error

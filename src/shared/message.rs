@@ -46,6 +46,12 @@ struct Resends<Req, F> {
 }
 
 impl<Req, F> Resender<Req, F> {
+    /// The error for a request the task can no longer answer: `Closed`,
+    /// with the reason the task closed (a panic, giving up) once known.
+    pub(crate) fn closed_error(&self) -> BoxError {
+        self.handle.closed_error()
+    }
+
     pub(crate) fn new(handle: Arc<Handle>) -> Arc<Self> {
         Arc::new(Self {
             queue: Mutex::new(Resends {

@@ -1,5 +1,6 @@
 use std::{
     fmt,
+    panic::{self, AssertUnwindSafe},
     sync::{Arc, OnceLock},
     task::{ready, Context, Poll},
 };
@@ -112,7 +113,7 @@ where
 
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if let Some(service) = &mut self.service {
-            let error = ready!(serve(service, &mut self.inbox, &self.handle.signal, cx));
+            let error = ready!(serve(service, &mut self.inbox, &self.handle, cx));
             self.failed(error);
         }
         self.poll_drain(cx)
@@ -149,7 +150,7 @@ where
 fn serve<M, T, Req>(
     service: &mut Reconnect<M, T>,
     inbox: &mut Inbox<Req, Fut<M, T, Req>>,
-    signal: &Signal,
+    handle: &Handle,
     cx: &mut Context<'_>,
 ) -> Poll<Closed>
 where
@@ -158,7 +159,7 @@ where
 {
     // Once per wake-up, not per request: a signal sent later wakes the task
     // again (and `close()` has already marked every handle closed).
-    let signals = signal.take(cx);
+    let signals = handle.signal.take(cx);
     if signals & CLOSE != 0 {
         return Poll::Ready(Closed::new(None));
     }
@@ -230,7 +231,18 @@ where
         if again {
             service.call_again();
         }
-        let _ = msg.tx.send(Ok(service.call(msg.request)));
+        let response = match panic::catch_unwind(AssertUnwindSafe(|| service.call(msg.request))) {
+            Ok(response) => response,
+            Err(panic) => {
+                // The caller learns why before the panic ends the task (the
+                // queued ones learn it from `Drop`, which runs before they
+                // are dropped).
+                handle.set_closed(Closed::new(Some(Arc::new(Panicked))));
+                let _ = msg.tx.send(Err(handle.closed_error()));
+                panic::resume_unwind(panic)
+            }
+        };
+        let _ = msg.tx.send(Ok(response));
     }
 }
 

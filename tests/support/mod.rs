@@ -185,6 +185,10 @@ impl Service<&'static str> for Make {
 struct ConnState {
     broken: AtomicBool,
     busy: AtomicBool,
+    /// The next `poll_ready` panics.
+    panic_in_poll_ready: AtomicBool,
+    /// The next `call` panics.
+    panic_in_call: AtomicBool,
     /// Responses wait for `release` while set.
     held: AtomicBool,
     released: tokio::sync::Notify,
@@ -231,6 +235,17 @@ impl Conn {
         }
     }
 
+    /// Makes the next `poll_ready` panic (`true`) or the next `call`.
+    pub fn panic_next(&self, in_poll_ready: bool) {
+        let flag = if in_poll_ready {
+            &self.state.panic_in_poll_ready
+        } else {
+            &self.state.panic_in_call
+        };
+        flag.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
     /// Makes the responses to requests from now on wait until `release`.
     pub fn hold(&self) {
         self.state.held.store(true, Ordering::SeqCst);
@@ -267,6 +282,9 @@ impl Service<u32> for Conn {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
         self.state.polls.fetch_add(1, Ordering::SeqCst);
         *self.state.waker.lock().unwrap() = Some(cx.waker().clone());
+        if self.state.panic_in_poll_ready.swap(false, Ordering::SeqCst) {
+            panic!("the connection's poll_ready panicked (on purpose)");
+        }
         if self.state.broken.load(Ordering::SeqCst) {
             return Poll::Ready(Err(ConnError("connection reset by peer")));
         }
@@ -277,6 +295,9 @@ impl Service<u32> for Conn {
     }
 
     fn call(&mut self, n: u32) -> Self::Future {
+        if self.state.panic_in_call.swap(false, Ordering::SeqCst) {
+            panic!("the connection's call panicked (on purpose)");
+        }
         self.state.calls.fetch_add(1, Ordering::SeqCst);
         let held = self
             .state
