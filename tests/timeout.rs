@@ -51,7 +51,11 @@ async fn connect_timeout_bounds_the_whole_make_future() {
     assert_eq!(timeout.timeout(), Duration::from_secs(5));
     assert!(!late.is_held(), "the timed-out attempt was dropped");
 
+    // Past the time the first attempt would have connected: driven again,
+    // the service never counts it.
     advance_ms(10_000).await;
+    let _ = poll_ready(&mut svc);
+    assert!(make.dials() >= 3, "the service was driven: {} dials", make.dials());
     assert_eq!(watch.state().connects(), 0);
 }
 
