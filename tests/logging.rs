@@ -91,6 +91,17 @@ async fn one_warning_per_outage() {
     assert_eq!(events.at(Level::INFO).len(), 1, "one 'reconnected'");
     // 11 attempts started, 9 later failures, at debug.
     assert_eq!(events.at(Level::DEBUG).len(), 11 + 9);
+    // Every event, at every level, names the connection and its attempt.
+    for level in [Level::DEBUG, Level::INFO, Level::WARN] {
+        for (msg, fields) in events.at(level) {
+            for field in ["name", "attempt"] {
+                assert!(
+                    fields.iter().any(|f| f == field),
+                    "{level} {msg:?}: {field} missing: {fields:?}"
+                );
+            }
+        }
+    }
 
     // A proven connection lost is news (info), failing to replace it a new
     // outage: one more warning however many attempts fail.
