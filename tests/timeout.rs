@@ -55,7 +55,11 @@ async fn connect_timeout_bounds_the_whole_make_future() {
     // the service never counts it.
     advance_ms(10_000).await;
     let _ = poll_ready(&mut svc);
-    assert!(make.dials() >= 3, "the service was driven: {} dials", make.dials());
+    assert!(
+        make.dials() >= 3,
+        "the service was driven: {} dials",
+        make.dials()
+    );
     assert_eq!(watch.state().connects(), 0);
 }
 

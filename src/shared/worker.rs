@@ -1,6 +1,5 @@
 use std::{
     fmt,
-    panic::{self, AssertUnwindSafe},
     sync::{Arc, OnceLock},
     task::{ready, Context, Poll},
 };
@@ -9,7 +8,7 @@ use tokio::sync::mpsc;
 use tower::{BoxError, Service};
 
 use super::{
-    message::{Message, Resender},
+    message::{Message, Resender, Tx},
     signal::{Signal, CLOSE, DRAIN, MARK_DISCONNECTED, RESEND, RESET_BACKOFF},
 };
 use crate::{error::Closed, Phase, Reconnect};
@@ -73,6 +72,8 @@ struct Inbox<Req, F> {
     /// Whether the service is driven yet: from the start when eager, from
     /// the first request when lazy.
     started: bool,
+    /// The caller of the request the connection is being called with.
+    calling: Option<Tx<F>>,
     /// Every handle is gone: the task sends what is queued, then closes.
     /// The attempt under way (or last made) when they went.
     draining: Option<u32>,
@@ -99,6 +100,7 @@ where
                 held: None,
                 started: eager,
                 draining: None,
+                calling: None,
             },
             handle,
         }
@@ -231,18 +233,13 @@ where
         if again {
             service.call_again();
         }
-        let response = match panic::catch_unwind(AssertUnwindSafe(|| service.call(msg.request))) {
-            Ok(response) => response,
-            Err(panic) => {
-                // The caller learns why before the panic ends the task (the
-                // queued ones learn it from `Drop`, which runs before they
-                // are dropped).
-                handle.set_closed(Closed::new(Some(Arc::new(Panicked))));
-                let _ = msg.tx.send(Err(handle.closed_error()));
-                panic::resume_unwind(panic)
-            }
-        };
-        let _ = msg.tx.send(Ok(response));
+        // Kept in the worker while the connection has the request, so that
+        // if `call` panics, `Drop` answers this caller with the cause too.
+        inbox.calling = Some(msg.tx);
+        let response = service.call(msg.request);
+        if let Some(tx) = inbox.calling.take() {
+            let _ = tx.send(Ok(response));
+        }
     }
 }
 
@@ -315,6 +312,11 @@ where
                 .set_closed(Closed::new(Some(Arc::new(Panicked))));
         } else {
             self.handle.set_closed(Closed::new(None));
+        }
+        // `call` panicked: its caller learns why, as the queued ones do
+        // (their messages are dropped after this, the cause set).
+        if let Some(tx) = self.inbox.calling.take() {
+            let _ = tx.send(Err(self.handle.closed_error()));
         }
         // The queue of requests to send again outlives the task (response
         // futures hold it): refuse what comes later, and answer what waits,
