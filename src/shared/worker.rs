@@ -233,8 +233,12 @@ where
         if again {
             service.call_again();
         }
-        // Kept in the worker while the connection has the request, so that
-        // if `call` panics, `Drop` answers this caller with the cause too.
+        // Kept in the worker while the connection has the request: if
+        // `call` panics, this caller's answer is dropped with the worker,
+        // after `Drop` has set the cause its response future reports. A
+        // local would be dropped while unwinding, before that: a caller
+        // polled on another thread in between would get no cause (a
+        // single-threaded test cannot see the difference).
         inbox.calling = Some(msg.tx);
         let response = service.call(msg.request);
         if let Some(tx) = inbox.calling.take() {
@@ -312,11 +316,6 @@ where
                 .set_closed(Closed::new(Some(Arc::new(Panicked))));
         } else {
             self.handle.set_closed(Closed::new(None));
-        }
-        // `call` panicked: its caller learns why, as the queued ones do
-        // (their messages are dropped after this, the cause set).
-        if let Some(tx) = self.inbox.calling.take() {
-            let _ = tx.send(Err(self.handle.closed_error()));
         }
         // The queue of requests to send again outlives the task (response
         // futures hold it): refuse what comes later, and answer what waits,
