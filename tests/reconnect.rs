@@ -425,7 +425,8 @@ async fn drop_closes_the_connection() {
     assert_eq!((state.connects(), state.disconnects()), (1, 1));
 }
 
-/// While waiting in Disconnected, the only wake-up is the retry timer; once closed, none at all.
+/// While waiting in Disconnected, the only wake-up is the retry timer (once closed, none:
+/// `giving_up_leaves_no_timer_armed`).
 #[tokio::test(start_paused = true)]
 async fn only_the_retry_timer_wakes_a_waiting_caller() {
     let make = Make::new();
@@ -451,9 +452,23 @@ async fn only_the_retry_timer_wakes_a_waiting_caller() {
     // Attempt 3 fails: the service gives up and the caller gets the error.
     assert!(matches!(ready.poll(), Poll::Ready(Err(_))));
     assert_eq!(make.dials(), 3);
-    drop(ready);
-    let mut closed = task::spawn(async { svc.ready().await.map(|_| ()) });
-    assert!(matches!(closed.poll(), Poll::Ready(Err(_))));
+}
+
+/// Giving up disarms the timer: the attempt's connect deadline, armed with the caller's waker
+/// while the attempt ran, never wakes that caller after the service closed.
+#[tokio::test(start_paused = true)]
+async fn giving_up_leaves_no_timer_armed() {
+    let make = Make::new();
+    make.otherwise(Dial::FailAfter(Duration::from_millis(1), "refused"));
+    let mut svc = ReconnectLayer::new("peer")
+        .wait_for_ready(true)
+        .max_attempts(1)
+        .layer(make.clone());
+    let mut ready = task::spawn(async { svc.ready().await.map(|_| ()) });
+    assert_pending!(ready.poll()); // the attempt runs; its 30 s deadline is armed
+    advance_ms(1).await;
+    assert!(ready.is_woken());
+    assert!(matches!(ready.poll(), Poll::Ready(Err(_))), "gave up");
     advance_ms(60_000).await;
-    assert!(!closed.is_woken(), "no timer left once closed");
+    assert!(!ready.is_woken(), "a timer outlived giving up");
 }
