@@ -429,3 +429,34 @@ async fn timed_out_attempts_keep_the_schedule() {
     dial_exactly_at(&mut svc, &make, t0 + secs(20)).await;
     assert_eq!(make.gaps(), [secs(10), secs(10)]);
 }
+
+/// Jitter spreads delays over its whole band, above the nominal delay as well as below: of
+/// 1,000 first delays at ±20 % of 10 s, some fall in each fifth of [8 s, 12 s] (the chance that
+/// a fifth gets none is below 10⁻⁹⁶).
+#[test]
+fn jitter_covers_its_whole_band() {
+    let backoff = Backoff::exponential(secs(10), secs(600)).jitter(0.2);
+    let mut fifths = [0; 5];
+    for _ in 0..1000 {
+        let d = backoff.iter().next().unwrap().as_secs_f64();
+        assert!((8.0..=12.0).contains(&d), "{d}");
+        fifths[(((d - 8.0) / 0.8) as usize).min(4)] += 1;
+    }
+    assert!(fifths.iter().all(|&n| n > 0), "{fifths:?}");
+}
+
+/// `Debug` shows a schedule's settings, and a run's next delay.
+#[test]
+fn debug_shows_the_settings() {
+    let backoff = Backoff::default();
+    assert_eq!(
+        format!("{backoff:?}"),
+        "Backoff { initial: 2s, max: 120s, multiplier: 1.6, jitter: 0.2 }"
+    );
+    let mut delays = backoff.jitter(0.0).iter();
+    delays.next();
+    assert_eq!(
+        format!("{delays:?}"),
+        "Delays { next: 3.2s, max: 120s, jitter: 0.0 }"
+    );
+}
