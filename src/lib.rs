@@ -196,6 +196,7 @@
 
 pub mod backoff;
 mod classify;
+mod config;
 pub mod discover;
 pub mod error;
 pub mod future;

@@ -5,7 +5,7 @@ use std::{
 
 use tower::{BoxError, Service};
 
-use crate::{future::ResponseFuture, layer::Config, state::Machine, watch::ConnectionWatch};
+use crate::{config::Config, future::ResponseFuture, state::Machine, watch::ConnectionWatch};
 
 /// A [`Service`] that connects through a `MakeService`, bounds each attempt
 /// with a connect timeout, reconnects with backoff when the connection is

@@ -1,5 +1,4 @@
 use std::{
-    error::Error as StdError,
     fmt,
     future::Future,
     pin::Pin,
@@ -16,9 +15,8 @@ use tokio::time::Instant;
 use tower::{BoxError, Service};
 
 use super::{
-    close::CloseSignal,
+    close::{CloseSignal, ConnectionClosed},
     origin::Origin,
-    ping::Why,
     replay::{self, Fate},
 };
 use crate::error::Resend;
@@ -413,72 +411,5 @@ impl Future for ResponseFuture {
 impl fmt::Debug for ResponseFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-// ===== ConnectionClosed =====
-
-/// The connection has closed: what `poll_ready` of [`Http1Connection`] and
-/// [`Http2Connection`] returns from then on. Under
-/// [`Reconnect`](crate::Reconnect) it becomes the source of
-/// [`ConnectionLost`](crate::error::ConnectionLost).
-///
-/// Its [`source`](StdError::source) is hyper's error when the connection
-/// failed, the first time it is reported, and `None` when it closed
-/// cleanly (the server closed it) or on later reports. Two failures are
-/// told apart, in the message too, since they call for different fixes:
-/// an unanswered keep-alive ping
-/// ([`is_keep_alive_timeout`](Self::is_keep_alive_timeout), "http
-/// connection closed: keep-alive timed out") and a server that found the
-/// pings too frequent ([`is_too_many_pings`](Self::is_too_many_pings)). See
-/// [`Http2Connector::keep_alive`](super::Http2Connector::keep_alive).
-///
-/// # Examples
-///
-/// ```
-/// use std::error::Error;
-/// use redial::http::ConnectionClosed;
-///
-/// fn closed_cleanly(err: &tower::BoxError) -> bool {
-///     err.downcast_ref::<ConnectionClosed>()
-///         .is_some_and(|closed| closed.source().is_none())
-/// }
-/// # let _ = closed_cleanly;
-/// ```
-#[derive(Debug)]
-pub struct ConnectionClosed {
-    source: Option<hyper::Error>,
-    why: Why,
-}
-
-impl ConnectionClosed {
-    pub(crate) fn new(source: Option<hyper::Error>) -> Self {
-        let why = Why::of(source.as_ref());
-        Self { source, why }
-    }
-
-    /// `true` if a keep-alive ping went unanswered: the peer went silent,
-    /// or the path to it did.
-    pub fn is_keep_alive_timeout(&self) -> bool {
-        self.why == Why::KeepAliveTimedOut
-    }
-
-    /// `true` if the server sent `GOAWAY ENHANCE_YOUR_CALM` with the debug
-    /// data `too_many_pings`, as a gRPC server does to a client that pings
-    /// more often than it allows.
-    pub fn is_too_many_pings(&self) -> bool {
-        self.why == Why::TooManyPings
-    }
-}
-
-impl fmt::Display for ConnectionClosed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.why.message())
-    }
-}
-
-impl StdError for ConnectionClosed {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_ref().map(|err| err as _)
     }
 }

@@ -9,9 +9,8 @@ use std::future::Future;
 /// hyper's HTTP/2 client spawns tasks for every request (to send the body
 /// and to drive the response), each as large as the connection's own. Spawned
 /// by value, such a future is copied several times on its way into tokio's
-/// task; boxed first, it is copied once. Measured with callgrind on a unary
-/// gRPC call (benches/grpc.rs), that saves about 1,700 of some 110,000
-/// instructions per call, what tonic's own executor does too.
+/// task; boxed first, it is copied once, as tonic's own executor does.
+/// BENCHMARKS.md has what that saves per gRPC call.
 ///
 /// [`Http2Connector::hyper_builder`](super::Http2Connector::hyper_builder)
 /// takes hyper's settings built on it.

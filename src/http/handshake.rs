@@ -9,8 +9,8 @@ use tokio::runtime::Handle;
 use tower::BoxError;
 
 use super::{
-    close::CloseSignal,
-    connection::{ConnectionClosed, Http1Connection, Http2Connection},
+    close::{CloseSignal, ConnectionClosed},
+    connection::{Http1Connection, Http2Connection},
     executor::BoxedExecutor,
     origin::Origin,
     ping::Pings,

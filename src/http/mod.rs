@@ -259,8 +259,9 @@ mod tls;
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use self::tls::{TlsConnecting, TlsConnector, TlsFailed, TlsStream};
 pub use self::{
+    close::ConnectionClosed,
     connect::ConnectFuture,
-    connection::{ConnectionClosed, Http1Connection, Http2Connection, ResponseFuture},
+    connection::{Http1Connection, Http2Connection, ResponseFuture},
     connector::{Http1Connector, Http2Connector},
     executor::BoxedExecutor,
     scheme::SchemeMismatch,
