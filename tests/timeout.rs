@@ -130,3 +130,36 @@ async fn timed_out_attempt_is_followed_at_once() {
     assert_eq!(make.dial_times(), [t0, t0 + Duration::from_secs(30)]);
     assert!(svc.watch().is_connected());
 }
+
+/// A retry is armed a little early, so the attempt starts on time and not a
+/// timer tick late: tokio rounds a deadline up to its next millisecond, so
+/// a retry time between two ticks, armed as it is, would fire up to a
+/// millisecond after it. The attempt starts less than a millisecond early,
+/// never after the retry time the watch showed.
+#[tokio::test(start_paused = true)]
+async fn a_retry_between_timer_ticks_starts_on_time_not_a_tick_late() {
+    let make = Make::new();
+    make.push([Dial::Fail("refused")]);
+    // 100.5 ms: between two ticks of the timer.
+    let delay = Duration::from_micros(100_500);
+    let mut svc = ReconnectLayer::new("peer")
+        .backoff(Backoff::from_delays(std::iter::repeat(delay)))
+        .layer(make.clone());
+    let watch = svc.watch();
+
+    let start = Instant::now();
+    assert_ready_ok!(poll_ready(&mut svc), "the first attempt failed: fail fast");
+    let retry_at = watch.state().retry_at().expect("a retry is due");
+    assert_eq!(retry_at - start, delay, "counted from the attempt's start");
+
+    // The tick just before the retry time: the timer has fired, and the
+    // service starts the attempt when polled.
+    advance_ms(99).await;
+    let _ = poll_ready(&mut svc);
+    assert_eq!(make.dials(), 1, "not yet: 1.5 ms before the retry time");
+    advance_ms(1).await;
+    let _ = poll_ready(&mut svc);
+    assert_eq!(make.dials(), 2, "the retry started at the tick before its time");
+    let dialled = make.dial_times()[1];
+    assert!(dialled <= retry_at && retry_at - dialled < Duration::from_millis(1));
+}
