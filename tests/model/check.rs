@@ -250,10 +250,14 @@ pub fn answer(got: Result<u32, BoxError>, want: Answer, t0: Instant, timeout: u6
 }
 
 fn error_answer(err: &BoxError, want: Answer, t0: Instant, timeout: u64) -> Result<Answer, String> {
-    if err.is::<ConnError>() {
-        // The generation is the model's to know; the error is the connection's.
+    if let Some(ConnError(_, conn)) = err.downcast_ref::<ConnError>() {
+        // The error names the connection it came from, which must be the
+        // one the model sent the request on; the generation is the model's.
         return match want {
-            Answer::Broken { .. } => Ok(want),
+            Answer::Broken { generation, .. } => Ok(Answer::Broken {
+                conn: *conn,
+                generation,
+            }),
             _ => Err(format!("the connection's error {err:?}")),
         };
     }

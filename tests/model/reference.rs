@@ -127,9 +127,11 @@ pub enum Ready {
 pub enum Answer {
     /// The connection answered `n + 1`.
     Ok(u32),
-    /// The connection answered its error (requests for 0), on the
-    /// connection of this generation.
+    /// The connection answered its error (requests for 0): connection
+    /// `conn` (its place among those handed out), the connection of this
+    /// generation.
     Broken {
+        conn: usize,
         generation: u64,
     },
     NotReady,
@@ -398,6 +400,7 @@ impl Model {
                 self.conns[conn].calls += 1;
                 match n {
                     0 => Answer::Broken {
+                        conn,
                         generation: self.generation,
                     },
                     n => Answer::Ok(n + 1),
@@ -420,7 +423,7 @@ impl Model {
 
     /// A response future resolved with `answer` and was seen by its caller.
     pub fn responded(&mut self, answer: Answer) {
-        if let Answer::Broken { generation } = answer {
+        if let Answer::Broken { generation, .. } = answer {
             if self.cfg.classify && self.is_connected() && generation == self.generation {
                 self.fatal = true;
             }

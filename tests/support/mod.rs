@@ -158,7 +158,12 @@ impl Service<&'static str> for Make {
             .pop_front()
             .or_else(|| script.otherwise.clone())
             .unwrap_or(Dial::Connect);
-        let conn = Conn::default();
+        let conn = Conn {
+            state: Arc::new(ConnState {
+                number: script.conns.len(),
+                ..ConnState::default()
+            }),
+        };
         if matches!(dial, Dial::Connect | Dial::ConnectAfter(_)) {
             script.conns.push(conn.clone());
         }
@@ -195,6 +200,9 @@ struct ConnState {
     calls: AtomicUsize,
     polls: AtomicUsize,
     waker: Mutex<Option<Waker>>,
+    /// Its place among the connections the make service handed out, which
+    /// its errors carry.
+    number: usize,
 }
 
 /// A connection: answers `n` with `n + 1` (or an error for 0), and can be
@@ -204,8 +212,10 @@ pub struct Conn {
     state: Arc<ConnState>,
 }
 
+/// A connection's error: what went wrong, and the number of the connection
+/// it came from (its place among those the make service handed out).
 #[derive(Debug)]
-pub struct ConnError(pub &'static str);
+pub struct ConnError(pub &'static str, pub usize);
 
 impl fmt::Display for ConnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -286,7 +296,10 @@ impl Service<u32> for Conn {
             panic!("the connection's poll_ready panicked (on purpose)");
         }
         if self.state.broken.load(Ordering::SeqCst) {
-            return Poll::Ready(Err(ConnError("connection reset by peer")));
+            return Poll::Ready(Err(ConnError(
+                "connection reset by peer",
+                self.state.number,
+            )));
         }
         if self.state.busy.load(Ordering::SeqCst) {
             return Poll::Pending;
@@ -304,6 +317,7 @@ impl Service<u32> for Conn {
             .held
             .load(Ordering::SeqCst)
             .then(|| self.state.clone());
+        let number = self.state.number;
         Box::pin(async move {
             if let Some(state) = held {
                 loop {
@@ -316,7 +330,7 @@ impl Service<u32> for Conn {
                 }
             }
             match n {
-                0 => Err(ConnError("broken pipe")),
+                0 => Err(ConnError("broken pipe", number)),
                 n => Ok(n + 1),
             }
         })
