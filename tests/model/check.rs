@@ -13,7 +13,9 @@ use tokio::time::Instant;
 use tower::BoxError;
 
 use crate::{
-    reference::{Answer, Cause, Cfg, DialKind, Last, Model, Phase, Ready, MAKE_NOT_READY, REFUSED},
+    reference::{
+        Answer, Cause, Cfg, DialKind, Exp, Last, Model, Phase, Ready, MAKE_NOT_READY, REFUSED,
+    },
     support::{ConnError, DialError, Make},
 };
 
@@ -61,8 +63,29 @@ pub fn cfg() -> impl Strategy<Value = Cfg> {
                 max_attempts,
                 wait_for_ready,
                 classify,
+                exponential: None,
             },
         )
+}
+
+/// Settings with an exponential schedule and jitter, as most users run:
+/// half of the cases; the rest as `cfg`. The model learns each drawn delay
+/// from the watch and checks it is in its band.
+pub fn cfg_jittered() -> impl Strategy<Value = Cfg> {
+    let exp = (
+        prop_oneof![Just(1000u64), 1..=3000u64],
+        prop_oneof![Just(1u64), 1..=8u64],
+        prop_oneof![Just(1.0f64), Just(1.6), Just(2.0), 1.0..4.0f64],
+        prop_oneof![Just(0.0f64), Just(0.2), Just(1.0), 0.0..=1.0f64],
+    )
+        .prop_map(|(initial, times, multiplier, jitter)| Exp {
+            initial,
+            max: initial * times,
+            multiplier,
+            jitter,
+        });
+    (cfg(), prop::option::weighted(0.5, exp))
+        .prop_map(|(cfg, exponential)| Cfg { exponential, ..cfg })
 }
 
 pub fn dial() -> impl Strategy<Value = DialKind> {
@@ -122,6 +145,12 @@ pub fn layer(cfg: &Cfg) -> ReconnectLayer<&'static str> {
         }
         _ => Backoff::from_delays(delays.into_iter()),
     };
+    let backoff = match cfg.exponential {
+        Some(exp) => Backoff::exponential(ms(exp.initial), ms(exp.max))
+            .multiplier(exp.multiplier)
+            .jitter(exp.jitter),
+        None => backoff,
+    };
     let mut layer = ReconnectLayer::new("peer")
         .connect_timeout(ms(cfg.timeout))
         .backoff(backoff)
@@ -137,6 +166,11 @@ pub fn layer(cfg: &Cfg) -> ReconnectLayer<&'static str> {
 
 pub fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
+}
+
+/// A time since the case began as the model counts it, in nanoseconds.
+pub fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).expect("a case lasts less than 584 years")
 }
 
 /// Advances the paused clock and the model together.
@@ -157,7 +191,7 @@ pub fn state(model: &Model, watch: &ConnectionWatch, make: &Make, t0: Instant) -
     same!(
         "retry_at",
         s.retry_at(),
-        model.retry_at().map(|t| t0 + ms(t))
+        model.retry_at().map(|t| t0 + Duration::from_nanos(t))
     );
     same!(
         "last_error",
@@ -271,7 +305,7 @@ fn error_answer(err: &BoxError, want: Answer, t0: Instant, timeout: u64) -> Resu
         };
         return Ok(Answer::Unavailable {
             attempt: u.attempt(),
-            retry_at: u.retry_at().map(|at| (at - t0).as_millis() as u64),
+            retry_at: u.retry_at().map(|at| nanos(at - t0)),
             cause,
         });
     }

@@ -2,7 +2,8 @@
 //! `mark_disconnected`, `reset_backoff`, clock jumps, readiness polls, calls
 //! and cancellations, checked after every step against a small reference
 //! model of the crate's documented states, timing and readiness
-//! (`reference.rs`), for the plain `Reconnect` (`reconnect.rs`) and the
+//! (`reference.rs`), for the plain `Reconnect` (`reconnect.rs`, half of its
+//! cases on an exponential schedule with jitter) and the
 //! shared handle (`shared.rs`, with the model of its worker and queue in
 //! `worker.rs`); and the bugs they found, shrunk to plain tests
 //! (`regressions.rs`).

@@ -1,7 +1,7 @@
 //! The plain `Reconnect` against the model, with `ready()` and response
 //! futures cancelled at every await point.
 
-use std::task::Poll;
+use std::{sync::Arc, task::Poll};
 
 use proptest::prelude::*;
 use redial::{future::ResponseFuture, Reconnect};
@@ -11,7 +11,7 @@ use tower::{BoxError, Layer, Service, ServiceExt};
 
 use crate::{
     check::{self, advance, same, Jump, Step},
-    reference::{Answer, Cfg, DialKind, Model, Ready, MAKE_NOT_READY},
+    reference::{Answer, Cfg, DialKind, Model, Peek, Ready, MAKE_NOT_READY},
     support::{poll_ready, Conn, Make},
 };
 
@@ -97,7 +97,7 @@ proptest! {
 
     /// Every step of a random run of `Reconnect` (watch, dials, readiness, errors, wake-ups, held connections) matches the model, and a cancelled `ready()` or response never wedges it.
     #[test]
-    fn reconnect_follows_the_model(cfg in check::cfg(), ops in prop::collection::vec(op(), 1..64)) {
+    fn reconnect_follows_the_model(cfg in check::cfg_jittered(), ops in prop::collection::vec(op(), 1..64)) {
         let result = check::runtime().block_on(run(cfg, ops));
         prop_assert!(result.is_ok(), "{}", result.unwrap_err());
     }
@@ -115,10 +115,21 @@ async fn run(cfg: Cfg, ops: Vec<Op>) -> Step {
     let make = Make::new();
     let mut svc: Svc = check::layer(&cfg).layer(make.clone());
     let watch = svc.watch();
+    let t0 = Instant::now();
+    let peek = {
+        let watch = watch.clone();
+        Peek(Arc::new(move || {
+            let state = watch.state();
+            (
+                state.attempt(),
+                state.retry_at().map(|at| check::nanos(at - t0)),
+            )
+        }))
+    };
     let mut case = Case {
-        model: Model::new(cfg),
+        model: Model::new(cfg).with_peek(peek),
         make,
-        t0: Instant::now(),
+        t0,
         held: Vec::new(),
     };
     for (i, op) in ops.iter().enumerate() {
@@ -312,8 +323,10 @@ impl Case {
         }
         for _ in 0..500 {
             let mut fut = task::spawn(ServiceExt::<u32>::ready(&mut *svc));
+            // The service first: the model may read its watch.
+            let got = fut.poll().map_ok(drop);
             let want = self.model.poll();
-            check::ready(fut.poll().map_ok(drop), want, timeout)?;
+            check::ready(got, want, timeout)?;
             drop(fut);
             check::state(&self.model, &svc.watch(), &self.make, self.t0)?;
             if matches!(want, Ready::GaveUp { .. }) {

@@ -17,7 +17,15 @@
 //!   at once, then `Connecting` for the immediate reconnect, during which
 //!   requests wait;
 //! - a connection lost before the first retry delay counts as the failed
-//!   attempt that made it, retried from that attempt's start.
+//!   attempt that made it, retried from that attempt's start;
+//! - the schedule: a list of delays, or `Backoff::exponential` (each delay
+//!   the last times the multiplier, up to the maximum, drawn within the
+//!   jitter of its nominal value and never above the maximum). A jittered
+//!   delay cannot be foreseen, so the model reads each one from the watch
+//!   and checks it is in its band; the proof of life is the first nominal
+//!   delay;
+//! - a retry starts at the last timer tick (whole millisecond) at or before
+//!   its time, as the timer is armed just under a millisecond early.
 
 use std::collections::VecDeque;
 
@@ -158,6 +166,36 @@ pub struct Cfg {
     pub wait_for_ready: bool,
     /// Whether response errors from the connection are classified fatal.
     pub classify: bool,
+    /// Instead of `delays`, `Backoff::exponential` with these settings.
+    pub exponential: Option<Exp>,
+}
+
+/// An exponential schedule: `initial` and `max` in milliseconds, each delay
+/// `multiplier` times the last up to `max`, each drawn within `jitter` of
+/// its nominal value and never above `max`.
+#[derive(Clone, Copy, Debug)]
+pub struct Exp {
+    pub initial: u64,
+    pub max: u64,
+    pub multiplier: f64,
+    pub jitter: f64,
+}
+
+impl Exp {
+    /// The band retry number `i + 1` of a schedule run falls in, in
+    /// nanoseconds: the nominal delay, `initial` times `multiplier` to the
+    /// `i`-th power up to `max`, give or take the jitter.
+    fn band(&self, i: usize) -> (f64, f64) {
+        let (initial, max) = (self.initial as f64 * 1e6, self.max as f64 * 1e6);
+        let mut nominal = initial.min(max);
+        for _ in 0..i {
+            nominal = (nominal * self.multiplier).min(max);
+        }
+        (
+            nominal * (1.0 - self.jitter),
+            (nominal * (1.0 + self.jitter)).min(max),
+        )
+    }
 }
 
 impl Cfg {
@@ -170,9 +208,13 @@ impl Cfg {
         }
     }
 
-    /// How long a connection must stay up to reset the schedule.
+    /// How long a connection must stay up to reset the schedule: the first
+    /// delay, its nominal value.
     fn proof_of_life(&self) -> u64 {
-        self.delays.first().copied().unwrap_or(0)
+        match self.exponential {
+            Some(exp) => exp.initial.min(exp.max),
+            None => self.delays.first().copied().unwrap_or(0),
+        }
     }
 }
 
@@ -197,10 +239,36 @@ enum St {
         conn: usize,
         since: u64,
     },
+    /// Waiting to retry at `retry_at`, in nanoseconds (jittered delays are
+    /// not whole milliseconds).
     Waiting {
         retry_at: u64,
     },
     Closed,
+}
+
+/// How early the service's timer is armed for a retry: just under a
+/// millisecond, so the timer, which rounds up to its next millisecond,
+/// fires no later than the retry time.
+const SLACK_NS: u64 = 999_999;
+
+/// The model's time (whole milliseconds) at which a retry due at `at`
+/// nanoseconds starts.
+fn fires_at(at: u64) -> u64 {
+    at.saturating_sub(SLACK_NS).div_ceil(1_000_000)
+}
+
+/// What the service shows of its retry: the attempt it follows and when it
+/// is, in nanoseconds since the case began, read from its watch. With
+/// jitter, the model learns each delay from it and checks it is in its
+/// band.
+#[derive(Clone)]
+pub struct Peek(pub std::sync::Arc<dyn Fn() -> (u32, Option<u64>) + Send + Sync>);
+
+impl std::fmt::Debug for Peek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Peek")
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -227,6 +295,9 @@ pub struct Model {
     pub queue: VecDeque<DialKind>,
     make_not_ready: bool,
     pub conns: Vec<ConnModel>,
+    /// With an exponential schedule: the service's retry, as its watch
+    /// shows it.
+    peek: Option<Peek>,
 }
 
 impl Model {
@@ -249,7 +320,15 @@ impl Model {
             queue: VecDeque::new(),
             make_not_ready: false,
             conns: Vec::new(),
+            peek: None,
         }
+    }
+
+    /// Learns each jittered delay from `peek` (required with an exponential
+    /// schedule).
+    pub fn with_peek(mut self, peek: Peek) -> Self {
+        self.peek = Some(peek);
+        self
     }
 
     // ===== what the watch shows =====
@@ -268,6 +347,7 @@ impl Model {
         self.attempt
     }
 
+    /// When the retry is, in nanoseconds since the case began.
     pub fn retry_at(&self) -> Option<u64> {
         match self.st {
             St::Waiting { retry_at } => Some(retry_at),
@@ -297,7 +377,7 @@ impl Model {
     /// resolving, or a connection proving itself.
     pub fn next_event(&self) -> Option<u64> {
         let due = match self.st {
-            St::Waiting { retry_at } => Some(retry_at),
+            St::Waiting { retry_at } => Some(fires_at(retry_at)),
             St::Attempt { .. } => self.wake_at(),
             St::Connected { since, .. } => Some(since + self.cfg.proof_of_life()),
             St::Idle | St::Closed => None,
@@ -309,7 +389,7 @@ impl Model {
     /// future) wakes the caller. A busy connection wakes it instead.
     pub fn wake_at(&self) -> Option<u64> {
         match self.st {
-            St::Waiting { retry_at } => Some(retry_at),
+            St::Waiting { retry_at } => Some(fires_at(retry_at)),
             St::Attempt { start, kind, .. } => {
                 let deadline = start + self.cfg.timeout;
                 Some(
@@ -369,7 +449,7 @@ impl Model {
                     return Ready::GaveUp { attempts, cause };
                 }
                 St::Idle => self.start_attempt(),
-                St::Waiting { retry_at } if self.now >= retry_at => self.start_attempt(),
+                St::Waiting { retry_at } if self.now >= fires_at(retry_at) => self.start_attempt(),
                 St::Waiting { .. } => return self.pending(),
                 St::Connected { conn, .. } => {
                     let c = &self.conns[conn];
@@ -437,7 +517,7 @@ impl Model {
     pub fn reset_backoff(&mut self) {
         self.taken = 0;
         if let St::Waiting { retry_at } = &mut self.st {
-            *retry_at = self.now;
+            *retry_at = self.now * 1_000_000;
         }
     }
 
@@ -495,7 +575,10 @@ impl Model {
             None
         } else {
             self.taken += 1;
-            self.cfg.delay(self.taken - 1)
+            match self.cfg.exponential {
+                Some(exp) => Some(self.jittered(exp.band(self.taken - 1))),
+                None => self.cfg.delay(self.taken - 1).map(|d| d * 1_000_000),
+            }
         };
         match delay {
             None => {
@@ -509,8 +592,47 @@ impl Model {
                 self.outage = true;
                 self.last = Some(Last::Cause(cause));
                 self.st = St::Waiting {
-                    retry_at: (self.attempt_start + delay).max(self.now),
+                    retry_at: (self.attempt_start * 1_000_000 + delay).max(self.now * 1_000_000),
                 };
+            }
+        }
+    }
+
+    /// The delay the service drew in `band` (nanoseconds) for the failure
+    /// of the attempt now ending, as its watch shows it. If the service has
+    /// already started the next attempt (the retry was due at once), its
+    /// watch no longer shows the retry: the earliest the band allows
+    /// stands in, which is as due as the service found it.
+    fn jittered(&self, (low, high): (f64, f64)) -> u64 {
+        let peek = self
+            .peek
+            .as_ref()
+            .expect("an exponential schedule needs a peek");
+        let start = self.attempt_start * 1_000_000;
+        let (attempt, retry_at) = (peek.0)();
+        let (low, high) = (low.floor() as u64, high.ceil() as u64);
+        match retry_at {
+            Some(at) if attempt == self.attempt => {
+                let now = self.now * 1_000_000;
+                let drawn = at
+                    .checked_sub(start)
+                    .expect("a retry after its attempt's start");
+                // In the band, or moved to now (`max(now)`) from a point in
+                // the band already past.
+                let in_band = (low..=high).contains(&drawn);
+                let moved_to_now = at == now && start + low <= now;
+                assert!(
+                    in_band || moved_to_now,
+                    "a jittered delay of {drawn} ns outside its band {low}..={high} ns"
+                );
+                drawn
+            }
+            _ => {
+                assert!(
+                    fires_at(start + low) <= self.now,
+                    "the service retried at once, before the band {low}..={high} ns allows"
+                );
+                low
             }
         }
     }
@@ -528,6 +650,8 @@ impl Model {
         self.attempt = 0;
         self.outage = false;
         self.last = Some(Last::Cause(cause));
-        self.st = St::Waiting { retry_at: self.now };
+        self.st = St::Waiting {
+            retry_at: self.now * 1_000_000,
+        };
     }
 }
