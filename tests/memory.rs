@@ -43,6 +43,11 @@ type EchoShared = Shared<u64, ResponseFuture<Ready<Result<u64, Infallible>>>>;
 
 /// A `Reconnect` and a `Shared` handle stay small enough to embed by value
 /// and to clone per caller.
+///
+/// It guards numbers, not behaviour: it fails when one grows past its bound
+/// (the measured figure plus a little slack, in the comments below). A
+/// change that grows one on purpose raises the bound to the new measurement
+/// and says why.
 #[test]
 fn sizes() {
     let reconnect = size_of::<EchoReconnect>();
@@ -74,6 +79,11 @@ fn sizes() {
 
 /// The heap a connected `Reconnect` holds, and what it leaves behind when
 /// dropped: nothing.
+///
+/// It guards numbers, not behaviour: it fails when one grows past its bound
+/// (the measured figure plus a little slack, in the comments below). A
+/// change that grows one on purpose raises the bound to the new measurement
+/// and says why.
 #[test]
 fn heap_per_reconnect() {
     let rt = runtime();
@@ -132,6 +142,11 @@ where
 
 /// The heap of the task and queue behind a `Shared` handle, and what each
 /// clone adds, side by side with `Buffer<tower::reconnect::Reconnect>`.
+///
+/// It guards numbers, not behaviour: it fails when one grows past its bound
+/// (the measured figure plus a little slack, in the comments below). A
+/// change that grows one on purpose raises the bound to the new measurement
+/// and says why.
 #[test]
 fn heap_per_shared_handle() {
     let rt = runtime();
