@@ -377,23 +377,6 @@ async fn make_poll_ready_error_is_a_failed_attempt() {
     assert_eq!(make.dials(), 1);
 }
 
-/// Requests refused during an outage are never sent later on the new connection.
-#[tokio::test(start_paused = true)]
-async fn requests_are_never_resent_on_a_new_connection() {
-    let make = Make::new();
-    make.push([Dial::Fail("refused")]);
-    let mut svc = exact().layer(make.clone());
-    for _ in 0..10 {
-        assert_ready_ok!(poll_ready(&mut svc));
-        assert!(svc.call(1).await.unwrap_err().is::<Unavailable>());
-    }
-    advance_ms(2000).await;
-    assert_ready_ok!(poll_ready(&mut svc));
-    assert_eq!(make.conn().calls(), 0);
-    assert_eq!(svc.call(7).await.unwrap(), 8);
-    assert_eq!(make.conn().calls(), 1);
-}
-
 /// A busy connection makes poll_ready pend without dialling, and its readiness wakes the caller.
 #[tokio::test(start_paused = true)]
 async fn busy_connection_is_pending_not_redialled() {

@@ -492,3 +492,26 @@ async fn mark_disconnected_then_reset_backoff_redials_at_once() {
     assert!(watch.is_connected());
     assert_eq!(marked_at.elapsed(), Duration::ZERO);
 }
+
+/// Requests failed fast during an outage are gone: none is sent later on
+/// the new connection, though the handle keeps a queue and sends some
+/// requests again. (A plain `Reconnect` cannot hold a request it refused;
+/// the shared task could.)
+#[tokio::test(start_paused = true)]
+async fn requests_failed_fast_are_never_sent_on_the_next_connection() {
+    let make = Make::new();
+    make.push([Dial::Fail("refused")]);
+    let shared = spawn(layer(), &make, 16);
+    let watch = shared.watch();
+    settle().await;
+    assert_eq!(watch.phase(), Phase::Disconnected);
+    for n in 1..=10 {
+        let err = shared.clone().oneshot(n).await.unwrap_err();
+        assert!(err.is::<Unavailable>(), "{err:?}");
+    }
+    watch.connected().await.unwrap();
+    settle().await;
+    assert_eq!(make.conn().calls(), 0, "a refused request was sent later");
+    assert_eq!(shared.clone().oneshot(7).await.unwrap(), 8);
+    assert_eq!(make.conn().calls(), 1);
+}
