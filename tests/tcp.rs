@@ -176,7 +176,7 @@ async fn connect_refused_fails_fast_without_dialling_per_request() {
 
 /// A line the connection could not write, because the peer had closed it
 /// first, comes back with `Resend`, the line inside, for the shared handle
-/// to send on the next connection (tests/resend.rs checks that it does).
+/// to send on the next connection (tests/resend_rules.rs checks that it does).
 #[tokio::test]
 async fn an_unwritten_line_is_handed_back() {
     let mut server = start_server();
