@@ -288,7 +288,9 @@ impl<F, S> Machine<F, S> {
                     continue;
                 }
             }
-            if self.aging.is_some() && matches!(self.state, State::Connected { .. }) {
+            // Ageing runs only while connected: every way out of
+            // `Connected` stops it.
+            if self.aging.is_some() {
                 self.poll_age(cx, make, target);
             }
             match &mut self.state {
