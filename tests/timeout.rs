@@ -159,7 +159,11 @@ async fn a_retry_between_timer_ticks_starts_on_time_not_a_tick_late() {
     assert_eq!(make.dials(), 1, "not yet: 1.5 ms before the retry time");
     advance_ms(1).await;
     let _ = poll_ready(&mut svc);
-    assert_eq!(make.dials(), 2, "the retry started at the tick before its time");
+    assert_eq!(
+        make.dials(),
+        2,
+        "the retry started at the tick before its time"
+    );
     let dialled = make.dial_times()[1];
     assert!(dialled <= retry_at && retry_at - dialled < Duration::from_millis(1));
 }
