@@ -7,14 +7,16 @@ use std::{
     io,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex,
     },
+    task::{Context, Poll},
     time::Duration,
 };
 
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
+use hyper_util::client::legacy::connect::HttpConnector;
 use redial::{
     error::{Closed, ConnectTimeout, ConnectionLost, Resend, Unavailable},
     http::{ConnectionClosed, Http1Connector, Http2Connector},
@@ -45,8 +47,11 @@ pub const MAX_DELAY: Duration = Duration::from_secs(1);
 pub const RECOVERY_BOUND: Duration = MAX_DELAY.saturating_add(CONNECT_TIMEOUT);
 /// What a request may take beyond its deadline before the case fails.
 pub const GRACE: Duration = Duration::from_secs(1);
-/// Slack per gap for the lower bound on attempts: scheduling, not design.
-const GAP_SLACK: Duration = Duration::from_millis(100);
+/// How late this loaded machine may run what is due (a timer, a woken
+/// task, a request's round trip on 127.0.0.1): scheduling, not design. It
+/// is added once per scheduled event to the bounds derived from the
+/// configuration.
+pub const SLACK: Duration = Duration::from_millis(100);
 
 /// gRPC's schedule with the delays above: ×1.6, ±20 %.
 pub fn backoff() -> Backoff {
@@ -74,17 +79,21 @@ pub fn max_attempts(window: Duration) -> u32 {
     (1..).find(|&k| earliest_start(k) > window).unwrap() as u32
 }
 
-/// The latest attempt `k` (counting from 0) starts after the client is
-/// built when each attempt lasts up to `attempt`: each starts at most the
-/// longest jittered delay (never above the maximum) or the attempt's
-/// length after the one before, plus scheduling slack.
-fn latest_start(k: usize, attempt: Duration) -> Duration {
+/// The longest gap between the start of attempt `n` (counting from 1) of
+/// an outage and the start of the next, when each attempt lasts up to
+/// `attempt`: the longest jittered delay (never above the maximum), or the
+/// attempt's length when it overruns its delay, plus [`SLACK`].
+pub fn longest_gap(n: usize, attempt: Duration) -> Duration {
     let high = 1.0 + Backoff::DEFAULT_JITTER;
-    let max = MAX_DELAY.as_secs_f64();
-    let gaps = nominal_delays()
-        .take(k)
-        .map(|d| (d * high).min(max).max(attempt.as_secs_f64()) + GAP_SLACK.as_secs_f64());
-    GAP_SLACK + Duration::from_secs_f64(gaps.sum())
+    let nominal = nominal_delays().nth(n - 1).unwrap();
+    let delay = Duration::from_secs_f64((nominal * high).min(MAX_DELAY.as_secs_f64()));
+    delay.max(attempt) + SLACK
+}
+
+/// The latest attempt `k` (counting from 0) starts after the client is
+/// built when each attempt lasts up to `attempt`.
+fn latest_start(k: usize, attempt: Duration) -> Duration {
+    SLACK + (1..=k).map(|n| longest_gap(n, attempt)).sum::<Duration>()
 }
 
 /// The fewest attempts that start within `window` of building the client
@@ -115,8 +124,15 @@ pub type Client = BoxCloneService<Request<Body>, Response<Incoming>, BoxError>;
 /// when its last clone is dropped.
 pub type Closer = Option<Box<dyn FnOnce()>>;
 
-/// A client of `uri` and its watch.
-pub fn client(uri: Uri, proto: Proto, kind: Kind, mode: Mode) -> (Client, ConnectionWatch, Closer) {
+/// A client of `uri`, its watch, and the log of its dials.
+pub fn client(
+    uri: Uri,
+    proto: Proto,
+    kind: Kind,
+    mode: Mode,
+) -> (Client, ConnectionWatch, Closer, Dials) {
+    let dials = Dials::default();
+    let dialer = Dialer::new(&dials);
     let layer = ReconnectLayer::new(uri)
         .connect_timeout(CONNECT_TIMEOUT)
         .backoff(backoff())
@@ -126,19 +142,70 @@ pub fn client(uri: Uri, proto: Proto, kind: Kind, mode: Mode) -> (Client, Connec
             let svc = layer.layer($connector);
             let watch = svc.watch();
             match kind {
-                Kind::Buffer => (BoxCloneService::new(Buffer::new(svc, 64)), watch, None),
+                Kind::Buffer => (
+                    BoxCloneService::new(Buffer::new(svc, 64)),
+                    watch,
+                    None,
+                    dials,
+                ),
                 Kind::Shared => {
                     let shared = svc.spawn(64);
                     let closer = shared.clone();
                     let close: Box<dyn FnOnce()> = Box::new(move || closer.close());
-                    (BoxCloneService::new(shared), watch, Some(close))
+                    (BoxCloneService::new(shared), watch, Some(close), dials)
                 }
             }
         }};
     }
     match proto {
-        Proto::Http1 => wrap!(Http1Connector::<Body>::new()),
-        Proto::Http2 => wrap!(Http2Connector::<Body>::new()),
+        Proto::Http1 => wrap!(Http1Connector::<Body, _>::with_connector(dialer)),
+        Proto::Http2 => wrap!(Http2Connector::<Body, _>::with_connector(dialer)),
+    }
+}
+
+/// When each connect attempt dialled, as the TCP dialler under redial's
+/// connector saw it: a count of attempts kept apart from the watch's, for
+/// the watch to be checked against.
+#[derive(Clone, Debug, Default)]
+pub struct Dials(Arc<Mutex<Vec<Instant>>>);
+
+impl Dials {
+    pub fn log(&self) -> Vec<Instant> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// hyper-util's `HttpConnector` set up as redial's default, logging each
+/// dial.
+#[derive(Clone)]
+struct Dialer {
+    tcp: HttpConnector,
+    dials: Dials,
+}
+
+impl Dialer {
+    fn new(dials: &Dials) -> Self {
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        Self {
+            tcp,
+            dials: dials.clone(),
+        }
+    }
+}
+
+impl Service<Uri> for Dialer {
+    type Response = <HttpConnector as Service<Uri>>::Response;
+    type Error = <HttpConnector as Service<Uri>>::Error;
+    type Future = <HttpConnector as Service<Uri>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.tcp.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        self.dials.0.lock().unwrap().push(Instant::now());
+        self.tcp.call(uri)
     }
 }
 
@@ -173,6 +240,8 @@ pub struct Record {
     pub issued: Instant,
     pub resolved: Instant,
     pub outcome: Outcome,
+    /// For `FailedFast`, the cause `Unavailable` carried.
+    pub cause: Option<Cause>,
     /// The error, for a failing case's message.
     pub error: Option<String>,
 }
@@ -185,13 +254,15 @@ pub struct Callers {
     first_ok: watch::Receiver<Option<Instant>>,
 }
 
-const PACE: Duration = Duration::from_millis(20);
+pub const PACE: Duration = Duration::from_millis(20);
 
 impl Callers {
-    /// `n` callers over clones of `client`. A request's deadline is what
-    /// the contract promises: in fail-fast mode an answer within the
-    /// connect timeout (the most a request waits, for the first attempt);
-    /// waiting for readiness, within `RECOVERY_BOUND` of the heal.
+    /// `n` callers over clones of `client`. A request is abandoned as hung
+    /// a `GRACE` after the loosest bound the contract gives: in fail-fast
+    /// mode the connect timeout (the most a request waits, for the first
+    /// attempt); waiting for readiness, `RECOVERY_BOUND` after the heal.
+    /// The tighter bounds of each fault's schedule are checked afterwards
+    /// (`invariants::Schedule`).
     pub fn start(n: usize, client: &Client, mode: Mode, heal_at: Instant) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let (first_ok, rx) = watch::channel(None);
@@ -213,9 +284,9 @@ impl Callers {
                         };
                         let result = timeout_at(deadline + GRACE, get(&mut client, &path)).await;
                         let resolved = Instant::now();
-                        let (outcome, error) = match result {
+                        let (outcome, cause, error) = match result {
                             Ok(result) => classify(&path, result),
-                            Err(_) => (Outcome::Hung, None),
+                            Err(_) => (Outcome::Hung, None, None),
                         };
                         if outcome == Outcome::Ok {
                             first_ok.send_if_modified(|at| {
@@ -227,6 +298,7 @@ impl Callers {
                             issued,
                             resolved,
                             outcome,
+                            cause,
                             error,
                         });
                         sleep(PACE).await;
@@ -269,16 +341,24 @@ async fn get(client: &mut Client, path: &str) -> Result<String, BoxError> {
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-fn classify(path: &str, result: Result<String, BoxError>) -> (Outcome, Option<String>) {
+fn classify(
+    path: &str,
+    result: Result<String, BoxError>,
+) -> (Outcome, Option<Cause>, Option<String>) {
     let err = match result {
-        Ok(body) if body == format!("hello {path}") => return (Outcome::Ok, None),
-        Ok(body) => return (Outcome::Untyped, Some(format!("wrong answer {body:?}"))),
+        Ok(body) if body == format!("hello {path}") => return (Outcome::Ok, None, None),
+        Ok(body) => {
+            let wrong = format!("wrong answer {body:?}");
+            return (Outcome::Untyped, None, Some(wrong));
+        }
         Err(err) => err,
     };
+    let mut cause = None;
     let outcome = if find::<Unavailable>(&*err).is_some() {
         // Its cause must be a typed one too.
-        match Cause::of(&*err) {
-            Cause::Other => Outcome::Untyped,
+        cause = Some(Cause::of(&*err));
+        match cause {
+            Some(Cause::Other) => Outcome::Untyped,
             _ => Outcome::FailedFast,
         }
     } else if find::<Closed>(&*err).is_some() {
@@ -291,7 +371,7 @@ fn classify(path: &str, result: Result<String, BoxError>) -> (Outcome, Option<St
     } else {
         Outcome::Untyped
     };
-    (outcome, Some(format!("{err:?}")))
+    (outcome, cause, Some(format!("{err:?}")))
 }
 
 /// Why attempts failed, from the typed errors in a chain.
@@ -357,4 +437,8 @@ fn schedule_bounds_match_the_configured_backoff() {
     assert_eq!(max_attempts(Duration::from_secs(1)), 5);
     assert_eq!(min_attempts(Duration::from_secs(1), Duration::ZERO), 3);
     assert_eq!(min_attempts(Duration::from_secs(1), CONNECT_TIMEOUT), 3);
+    // 100 ms + 20 %, or the 200 ms attempt when longer; the cap, late on.
+    assert_eq!(longest_gap(1, Duration::ZERO), Duration::from_millis(220));
+    assert_eq!(longest_gap(1, CONNECT_TIMEOUT), Duration::from_millis(300));
+    assert_eq!(longest_gap(9, Duration::ZERO), MAX_DELAY + SLACK);
 }

@@ -17,8 +17,11 @@
 //! to a full accept backlog, or fail if `REDIAL_REQUIRE_NETNS=1`.
 //! `REDIAL_BLACK_HOLE=backlog` picks the fallback on purpose.
 //!
-//! Real sockets need the real clock: the bounds are counts and schedules
-//! with a second of grace, not tight margins.
+//! Real sockets need the real clock: the bounds are counts, and times
+//! derived from each fault's schedule (the connect timeout, the backoff's
+//! jittered delays, the heal) plus `harness::SLACK` per scheduled event
+//! for a loaded machine. A request unresolved a second past its bound is
+//! abandoned as hung.
 
 mod connect;
 mod harness;

@@ -11,7 +11,7 @@
 use std::{fmt, net::SocketAddr, time::Duration};
 
 use http::Uri;
-use redial::Phase;
+use redial::{ConnectionWatch, Phase};
 use tokio::{
     net::{TcpListener, TcpSocket},
     time::{sleep, sleep_until, Instant},
@@ -19,10 +19,10 @@ use tokio::{
 
 use crate::{
     harness::{
-        client, max_attempts, min_attempts, Callers, Cause, Kind, Mode, CONNECT_TIMEOUT, GRACE,
-        RECOVERY_BOUND,
+        client, longest_gap, max_attempts, min_attempts, Callers, Cause, Kind, Mode,
+        CONNECT_TIMEOUT, GRACE, PACE, RECOVERY_BOUND, SLACK,
     },
-    invariants::{check_attempts, check_end, check_requests},
+    invariants::{check_attempts, check_cause, check_end, check_requests, Schedule},
     netns::BlackHole,
     resources::{guard, lock, open_fds, runtime, sockets_at},
     server::{Behaviour, FaultServer, Proto},
@@ -84,6 +84,27 @@ impl Fault {
     pub fn accepted(self) -> bool {
         matches!(self, Self::Mute | Self::Flap | Self::Slow)
     }
+
+    /// What every attempt during the fault fails with, by downcast.
+    pub fn cause(self, proto: Proto) -> Cause {
+        match (self, proto) {
+            (Self::Refused, _) => Cause::Refused,
+            (Self::BlackHole | Self::Mute | Self::Slow, _) => Cause::Timeout,
+            // HTTP/1 has no greeting: the connection is up until the close
+            // is read. HTTP/2 waits for the preface, which never comes.
+            (Self::Flap, Proto::Http1) => Cause::Lost,
+            (Self::Flap, Proto::Http2) => Cause::ClosedEarly,
+        }
+    }
+
+    /// How long the first attempt after the heal takes to connect, beyond
+    /// a round trip.
+    pub fn healed_attempt(self) -> Duration {
+        match self {
+            Self::Slow => FAST_HANDSHAKE,
+            _ => Duration::ZERO,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -141,13 +162,15 @@ pub struct Summary {
     pub handed_back: usize,
     /// The longest a request took to resolve.
     pub slowest: Duration,
-    /// Attempts during the fault window, and the schedule's bounds on them.
+    /// Attempts during the fault window, as the dialler logged them, and
+    /// the schedule's bounds on them.
     pub attempts: u32,
     pub bounds: (u32, u32),
     pub accepts: usize,
     pub cause: Cause,
-    /// From the heal to the first answer.
+    /// From the heal to the first answer, and the schedule's bound on it.
     pub recovery: Duration,
+    pub recovery_bound: Duration,
     pub hole: Option<&'static str>,
 }
 
@@ -306,11 +329,14 @@ async fn round(case: Case) -> Summary {
     let addr = target.addr;
     let start = Instant::now();
     let heal_at = start + FAULT_WINDOW;
-    let (client, watch, close) = client(target.uri(), case.proto, case.kind, case.mode);
+    let (client, watch, close, dials) = client(target.uri(), case.proto, case.kind, case.mode);
     let mut callers = Callers::start(CALLERS, &client, case.mode, heal_at);
+    let causes = tokio::spawn(causes_until(watch.clone(), heal_at));
 
     sleep_until(heal_at).await;
+    // Read together, with no await between: nothing dials in between.
     let at_heal = watch.state();
+    let dials_at_heal = dials.log();
     let window = Instant::now() - start;
     let accepts_at_heal = target.accepts();
     target.heal();
@@ -324,25 +350,41 @@ async fn round(case: Case) -> Summary {
     // The one live connection; every abandoned attempt's socket is closed.
     guard("one connection open", target.server().until_open(1)).await;
 
-    let tally = check_requests(case, &records, &target.server().seen());
     let bounds = (
         min_attempts(FAULT_WINDOW, case.fault.attempt_len()),
         max_attempts(window),
     );
-    check_attempts(case, &at_heal, bounds, &accepts_at_heal);
+    check_attempts(case, &at_heal, bounds, &dials_at_heal, &accepts_at_heal);
+    let schedule = Schedule::of(case, start, &dials_at_heal, healed);
+    let tally = check_requests(case, &records, &target.server().seen(), &schedule);
     if case.mode == Mode::FailFast {
         // Many requests, few attempts: requests do not dial.
-        let attempts = at_heal.attempt() as usize;
+        let attempts = dials_at_heal.len();
         assert!(
             tally.requests >= 5 * attempts,
             "{case}: {tally:?} for {attempts} attempts"
         );
     }
+    // The first answer: once connected, at once for waiting callers, and
+    // within a pause for callers failing fast.
+    let recovery = recovered.saturating_duration_since(healed);
+    let pause = match case.mode {
+        Mode::FailFast => PACE,
+        Mode::WaitForReady => Duration::ZERO,
+    };
+    let recovery_bound = schedule.connected_by.saturating_duration_since(healed) + pause + SLACK;
+    assert!(
+        recovery <= recovery_bound,
+        "{case}: the first answer came {recovery:?} after the heal; the schedule allows \
+         {recovery_bound:?} (the attempt after {} at the heal due within {:?}, {:?} to connect, \
+         + {pause:?} + {SLACK:?})",
+        dials_at_heal.len(),
+        longest_gap(dials_at_heal.len(), case.fault.attempt_len()),
+        case.fault.healed_attempt(),
+    );
     let accepts = target.accepts().len();
-    check_end(case, &end, accepts);
-    let cause = at_heal
-        .last_error()
-        .map_or(Cause::Other, |err| Cause::of(err));
+    check_end(case, &end, accepts, dials.log().len());
+    let cause = check_cause(case, &causes.await.unwrap(), &at_heal);
 
     // Close (a `Buffer` by dropping its last clone), and nothing may be
     // left: task, socket, server connection.
@@ -382,11 +424,28 @@ async fn round(case: Case) -> Summary {
         lost_unseen: tally.lost_unseen,
         handed_back: tally.handed_back,
         slowest: tally.slowest,
-        attempts: at_heal.attempt(),
+        attempts: dials_at_heal.len() as u32,
         bounds,
         accepts,
         cause,
-        recovery: recovered.saturating_duration_since(healed),
+        recovery,
+        recovery_bound,
         hole,
+    }
+}
+
+/// The cause of every state the watch publishes until `heal_at`, by
+/// downcast.
+async fn causes_until(watch: ConnectionWatch, heal_at: Instant) -> Vec<Cause> {
+    let mut rx = watch.subscribe();
+    let mut causes = Vec::new();
+    loop {
+        if let Some(err) = rx.borrow_and_update().last_error() {
+            causes.push(Cause::of(err));
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return causes },
+            () = sleep_until(heal_at) => return causes,
+        }
     }
 }

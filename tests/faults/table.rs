@@ -12,7 +12,7 @@ pub fn print_table(rows: &[Row]) {
     println!(
         "| fault | proto | client | mode | requests | ok | failed fast | lost in flight, may have reached the server: seen by it | … not seen | \
          lost in flight, never written or idempotent-unanswered | timed out | \
-         slowest | attempts in 1 s (schedule) | server accepts | cause during the fault | recovery |"
+         slowest | attempts in 1 s (schedule) | server accepts | cause during the fault | recovery (schedule's bound) |"
     );
     println!("|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|");
     for row in rows {
@@ -41,7 +41,7 @@ pub fn print_table(rows: &[Row]) {
         println!(
             // A request past its deadline + 1 s fails the case: "timed out"
             // is 0 in every row printed.
-            "| {fault} | {proto} | {kind} | {mode} | {} | {} | {} | {} | {} | {} | 0 | {} ms | {} ({}–{}) | {accepts} | {} | {} ms |",
+            "| {fault} | {proto} | {kind} | {mode} | {} | {} | {} | {} | {} | {} | 0 | {} ms | {} ({}–{}) | {accepts} | {} | {} ms (≤ {}) |",
             s.requests,
             s.ok,
             s.failed_fast,
@@ -54,6 +54,7 @@ pub fn print_table(rows: &[Row]) {
             s.bounds.1,
             s.cause.name(),
             s.recovery.as_millis(),
+            s.recovery_bound.as_millis(),
         );
     }
     for row in rows {

@@ -14,7 +14,7 @@ use tokio::{sync::watch, time::Instant};
 use crate::{
     census,
     client::{Kind, Mode, Under, CONNECT_TIMEOUT, LOG_SLACK, MAX_DELAY},
-    load::{guarded, trigger, Counts, Load, LoadConfig, Tally},
+    load::{guarded, trigger, Counts, Exposure, Load, LoadConfig, Tally},
     server::{Book, Proto, Server, RESET_REQUEST, RESET_STREAM},
     support::{
         alloc::SlotLive,
@@ -160,17 +160,18 @@ pub fn print_row(case: &Case, r: &Report, whole_run: bool, growth: isize, wall: 
     println!("{row}");
 }
 
-/// The invariants every case checks on what its callers saw: all resolved,
-/// none by the hang guard, none of an unexpected type, none twice on the
-/// wire, none that failed fast on the wire, and none failed fast while
-/// waiting for readiness.
-pub fn check_requests(case: &Case, tally: &Tally, book: &Book) -> Counts {
-    let total = tally.total();
+/// The invariants every case checks on what its callers saw: none
+/// unresolved by the hang guard, none of an unexpected type, none twice on
+/// the wire, none that failed fast on the wire, none failed fast while
+/// waiting for readiness, and every request the server saw accounted for.
+/// `triggers` is how many requests the case sent itself, each seen.
+pub fn check_requests(case: &Case, tally: &mut Tally, book: &Book, triggers: u64) -> Counts {
+    let handed_back_seen = tally.settle(book);
     assert_eq!(
-        total.requests(),
-        tally.started,
-        "{case:?}: a request did not resolve"
+        handed_back_seen, 0,
+        "{case:?}: requests handed back as never written reached the server"
     );
+    let total = tally.total();
     assert_eq!(total.timed_out, 0, "{case:?}: requests hung: {total:?}");
     assert!(
         tally.wrong.is_empty(),
@@ -194,17 +195,27 @@ pub fn check_requests(case: &Case, tally: &Tally, book: &Book) -> Counts {
             "{case:?}: failed fast while waiting for ready"
         );
     }
+    // The server's count against the callers': it saw nothing a caller
+    // does not know may have been delivered.
+    let delivered = total.ok + (total.errored - total.errored_unseen) + triggers;
+    assert_eq!(
+        book.requests(),
+        delivered,
+        "{case:?}: the server saw {} requests; the callers account for {delivered}: {total:?}",
+        book.requests()
+    );
     total
 }
 
-/// Requests fail with the inner error only when a connection is lost under
-/// them: each caller has at most one request on it. (Twice that, for a
-/// caller whose next request beats the client to noticing the loss.)
-pub fn check_errors(case: &Case, total: &Counts, callers: usize, lost: u64) {
-    let errors = total.errored + total.handed_back;
+/// Requests fail with the inner error (or are handed back) only when a
+/// connection is lost under them: no more than were exposed to the losses
+/// (in flight when each began, or sent before the client noticed it).
+pub fn check_errors(case: &Case, what: &str, counts: &Counts, exposure: &Exposure) {
+    let errors = counts.errored + counts.handed_back;
     assert!(
-        errors <= 2 * callers as u64 * lost,
-        "{case:?}: {errors} errors for {lost} lost connections",
+        errors <= exposure.bound(),
+        "{case:?}: {what}: {errors} requests failed in flight, {} were exposed: {exposure:?}",
+        exposure.bound()
     );
 }
 
@@ -252,19 +263,23 @@ pub async fn reset_round(case: Case, fault: &str) -> Report {
     let load = Load::start(&under.svc, &book, config, &tag);
     let mut svc = under.svc.clone();
     let mut recover = Duration::ZERO;
+    let mut exposure = Exposure::default();
     for n in 0..RESETS {
         healthy(&under, &book).await;
         let id = load.next_id();
-        if let Err(err) = trigger(&mut svc, &book, id, fault).await {
+        let sent = trigger(&mut svc, &book, id, fault);
+        let (sent, exposed) = load.exposed_to(&under.watch, sent).await;
+        if let Err(err) = sent {
             panic!("{case:?}: reset {n}: {err}");
         }
+        exposure.merge(&exposed);
         recover = recover.max(guard(load.recovered(Instant::now())).await);
         assert_eq!(book.accepts(), n + 2, "{case:?}: not on a new connection");
     }
     drop(svc);
-    let tally = load.stop().await;
+    let mut tally = load.stop().await;
 
-    let total = check_requests(&case, &tally, &book);
+    let total = check_requests(&case, &mut tally, &book, RESETS);
     assert_eq!(
         total.failed_fast, 0,
         "{case:?}: losing a healthy connection failed requests fast"
@@ -280,7 +295,7 @@ pub async fn reset_round(case: Case, fault: &str) -> Report {
         |&n| n >= state.disconnects(),
     )
     .await;
-    check_errors(&case, &total, RESET_CALLERS, state.disconnects());
+    check_errors(&case, "the resets", &total, &exposure);
     assert_eq!(book.resets(), RESETS, "{case:?}");
     assert_eq!(state.connects(), RESETS + 1, "{case:?}: {state:?}");
     assert_eq!(state.connects(), book.accepts(), "{case:?}: {state:?}");
@@ -354,7 +369,7 @@ pub async fn restart_round(case: Case) -> Report {
 
     tag.send_replace(1);
     let stopped = Instant::now();
-    server.stop().await;
+    let ((), exposure) = load.exposed_to(&under.watch, server.stop()).await;
     tokio::time::sleep(DOWN).await;
     server.restart();
     tag.send_replace(2);
@@ -362,16 +377,16 @@ pub async fn restart_round(case: Case) -> Report {
     let recover = guard(load.recovered(up)).await;
     let back = Instant::now();
     healthy(&under, &book).await;
-    let tally = load.stop().await;
+    let mut tally = load.stop().await;
 
-    let total = check_requests(&case, &tally, &book);
+    let total = check_requests(&case, &mut tally, &book, 0);
     let down = tally.by_tag.get(1).copied().unwrap_or_default();
     assert!(
         recover <= MAX_DELAY + CONNECT_TIMEOUT + Duration::from_secs(1),
         "{case:?}: back {recover:?} after the restart"
     );
     let state = under.watch.state();
-    check_errors(&case, &total, RESTART_CALLERS, state.disconnects());
+    check_errors(&case, "the restart", &total, &exposure);
     assert_eq!(
         (state.connects(), book.accepts()),
         (2, 2),

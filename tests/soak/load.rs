@@ -17,7 +17,10 @@ use std::{
 
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use redial::error::{Resend, Unavailable};
+use redial::{
+    error::{Resend, Unavailable},
+    ConnectionWatch,
+};
 use tokio::{
     sync::watch,
     task::JoinHandle,
@@ -74,7 +77,10 @@ pub struct Counts {
     /// Of `errored`, those the server never saw: a request the connection
     /// never wrote, or that the server dropped unread. GETs among them
     /// would have been sent again; these requests are POSTs, which are
-    /// not, unless never written.
+    /// not, unless never written. Counted from the server's final log
+    /// ([`Tally::settle`]): an HTTP/2 server runs each request's handler
+    /// in a task of its own, which may book the request after the client
+    /// saw its connection die.
     pub errored_unseen: u64,
     /// Handed back by the connection and not sent again.
     pub handed_back: u64,
@@ -115,6 +121,10 @@ pub struct Tally {
     pub by_tag: Vec<Counts>,
     /// Ids of the requests that failed fast: none may reach the server.
     pub failed_fast_ids: Vec<u64>,
+    /// Ids of the requests that failed in flight, with their phase tag, and
+    /// of those handed back.
+    errored_ids: Vec<(usize, u64)>,
+    handed_back_ids: Vec<u64>,
     /// Errors of no expected type, and Ok responses the server never saw
     /// or with the wrong body: each a bug.
     pub wrong: Vec<String>,
@@ -138,11 +148,17 @@ impl Tally {
         self.by_tag[tag].add(outcome, took);
     }
 
-    fn errored_unseen(&mut self, tag: usize) {
-        if self.by_tag.len() <= tag {
-            self.by_tag.resize(tag + 1, Counts::default());
+    /// Counts the errored requests the server never saw, from its log once
+    /// nothing more can reach it; and the requests handed back that it
+    /// saw, which it must not have (a `Resend` is never written).
+    pub fn settle(&mut self, book: &Book) -> u64 {
+        for &(tag, id) in &self.errored_ids {
+            if !book.seen(id) {
+                self.by_tag[tag].errored_unseen += 1;
+            }
         }
-        self.by_tag[tag].errored_unseen += 1;
+        let handed_back = self.handed_back_ids.iter().filter(|&&id| book.seen(id));
+        handed_back.count() as u64
     }
 
     fn merge(&mut self, other: Tally) {
@@ -153,6 +169,8 @@ impl Tally {
             self.by_tag[tag].merge(counts);
         }
         self.failed_fast_ids.extend(other.failed_fast_ids);
+        self.errored_ids.extend(other.errored_ids);
+        self.handed_back_ids.extend(other.handed_back_ids);
         self.wrong.extend(other.wrong);
         self.started += other.started;
     }
@@ -170,6 +188,7 @@ pub struct LoadConfig {
 /// Callers running against one client.
 pub struct Load {
     ids: Arc<AtomicU64>,
+    gauge: Arc<Gauge>,
     stop: watch::Sender<bool>,
     /// The latest send time of a request that came back Ok.
     latest_ok: watch::Sender<Option<Instant>>,
@@ -186,6 +205,7 @@ impl Load {
         tag: &watch::Sender<usize>,
     ) -> Self {
         let ids = Arc::new(AtomicU64::new(0));
+        let gauge = Arc::new(Gauge::default());
         let stop = watch::Sender::new(false);
         let latest_ok = watch::Sender::new(None);
         let callers = (0..config.callers)
@@ -195,6 +215,7 @@ impl Load {
                     book: book.clone(),
                     config,
                     ids: ids.clone(),
+                    gauge: gauge.clone(),
                     stop: stop.subscribe(),
                     tag: tag.subscribe(),
                     latest_ok: latest_ok.clone(),
@@ -203,10 +224,47 @@ impl Load {
             .collect();
         Self {
             ids,
+            gauge,
             stop,
             latest_ok,
             callers,
         }
+    }
+
+    /// Runs `inject`, a fault that costs the client its connection, and
+    /// bounds the requests that loss can fail: those in flight when it
+    /// began, and those started before the watch counted the disconnect
+    /// (until then a request may still be sent into the dead connection).
+    /// Each caller has one request at a time, so no caller can fail twice
+    /// but by starting again before the client noticed.
+    pub async fn exposed_to<F: Future>(
+        &self,
+        watch: &ConnectionWatch,
+        inject: F,
+    ) -> (F::Output, Exposure) {
+        let mut rx = watch.subscribe();
+        let before = rx.borrow_and_update().disconnects();
+        let in_flight = self.gauge.in_flight.load(Ordering::SeqCst);
+        let started = self.gauge.started.load(Ordering::SeqCst);
+        let began = Instant::now();
+        let noticed = async {
+            let seen = guarded(
+                Duration::from_secs(20),
+                rx.wait_for(|s| s.disconnects() > before),
+            );
+            seen.await
+                .expect("the client never noticed the loss")
+                .unwrap();
+            let after = self.gauge.started.load(Ordering::SeqCst) - started;
+            (after, began.elapsed())
+        };
+        let (out, (after, lag)) = tokio::join!(inject, noticed);
+        let exposure = Exposure {
+            in_flight,
+            started: after,
+            lag,
+        };
+        (out, exposure)
     }
 
     /// A fresh request id, for requests the case sends itself.
@@ -237,11 +295,43 @@ impl Load {
     }
 }
 
+/// Requests started, and those not yet resolved, over all callers.
+#[derive(Debug, Default)]
+struct Gauge {
+    started: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+/// The requests one connection loss can fail, from [`Load::exposed_to`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Exposure {
+    /// In flight when the fault began.
+    pub in_flight: u64,
+    /// Started after that, before the client noticed the loss.
+    pub started: u64,
+    /// From the fault's beginning to the watch counting the disconnect.
+    pub lag: Duration,
+}
+
+impl Exposure {
+    /// The most requests the loss can fail.
+    pub fn bound(&self) -> u64 {
+        self.in_flight + self.started
+    }
+
+    pub fn merge(&mut self, other: &Exposure) {
+        self.in_flight += other.in_flight;
+        self.started += other.started;
+        self.lag = self.lag.max(other.lag);
+    }
+}
+
 struct Caller {
     svc: Client,
     book: Arc<Book>,
     config: LoadConfig,
     ids: Arc<AtomicU64>,
+    gauge: Arc<Gauge>,
     stop: watch::Receiver<bool>,
     tag: watch::Receiver<usize>,
     latest_ok: watch::Sender<Option<Instant>>,
@@ -253,7 +343,11 @@ async fn caller(mut c: Caller) -> Tally {
         let id = c.ids.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
         tally.started += 1;
-        let outcome = match timeout(c.config.deadline + GRACE, get(&mut c.svc, id)).await {
+        c.gauge.started.fetch_add(1, Ordering::SeqCst);
+        c.gauge.in_flight.fetch_add(1, Ordering::SeqCst);
+        let result = timeout(c.config.deadline + GRACE, get(&mut c.svc, id)).await;
+        c.gauge.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let outcome = match result {
             Ok(Ok(body)) if body == format!("ok {id}") && c.book.seen(id) => Outcome::Ok,
             Ok(Ok(body)) => {
                 tally.wrong.push(format!(
@@ -279,13 +373,14 @@ async fn caller(mut c: Caller) -> Tally {
                 });
             }
             Outcome::FailedFast => tally.failed_fast_ids.push(id),
-            // The server books a request before it resets the connection
-            // under it, so by now it has seen the ones it will ever see.
-            Outcome::Errored if !c.book.seen(id) => tally.errored_unseen(*c.tag.borrow()),
+            Outcome::HandedBack => tally.handed_back_ids.push(id),
             _ => {}
         }
         // The phase it ended in: where a fault ends requests.
         let tag = *c.tag.borrow();
+        if outcome == Outcome::Errored {
+            tally.errored_ids.push((tag, id));
+        }
         tally.add(tag, outcome, sent.elapsed());
         tokio::select! {
             () = tokio::time::sleep(c.config.pace) => {}

@@ -8,7 +8,11 @@
 //! - every request resolves (Ok, `Unavailable`, or hyper's error), none
 //!   later than its deadline + 1 s, and none reaches the server twice (each
 //!   carries a unique id the server books); one that failed fast never
-//!   reached it, one answered Ok did;
+//!   reached it, nor one handed back, one answered Ok did, and the server
+//!   saw no request beyond those answered or failed in flight;
+//! - requests fail in flight only by a lost connection: per fault, no more
+//!   than were exposed to it (in flight when it began, or sent before the
+//!   watch counted the disconnect);
 //! - connect attempts (logged by the connector) follow the backoff
 //!   schedule: none while connected, each retry of an outage no sooner than
 //!   the schedule's shortest delay after the one before, and in fail-fast
@@ -16,7 +20,9 @@
 //! - the watch's counters match what the server saw (accepts, closes);
 //! - after closing: the watch shows `Closed`, no task is left on the
 //!   runtime, no socket on the server's port in `/proc/self/fd`, and a
-//!   second, warm round leaves no more live heap than the first.
+//!   second, warm round leaves no more live heap than the first. The
+//!   socket census panics if it cannot read `/proc`, and a self-test checks
+//!   that it sees open sockets.
 //!
 //! Real sockets need the real clock: waits are on events (the watch, the
 //! server's books); sleeps only give a connection its age, a fault its

@@ -16,7 +16,7 @@ use crate::{
         Report, DOWN, HEAP_SLACK, PROVEN,
     },
     client::{Kind, Mode, Under, CONNECT_TIMEOUT, MAX_DELAY},
-    load::{trigger, Counts, Load, LoadConfig},
+    load::{trigger, Counts, Exposure, Load, LoadConfig},
     server::{Accepting, Book, Proto, Server, RESET_REQUEST, RESET_STREAM},
     support::{
         alloc::SlotLive,
@@ -53,6 +53,8 @@ struct Phase {
     times: u64,
     dials: u64,
     recover: Duration,
+    /// The requests its losses exposed: the bound on those it failed.
+    exposure: Exposure,
 }
 
 /// What one lane came to: by fault, and overall.
@@ -196,15 +198,21 @@ impl Driver<'_> {
             let began = self.begin(fault).await;
             let mut svc = self.under.svc.clone();
             let id = self.load.next_id();
-            if let Err(err) = trigger(&mut svc, &self.book(), id, kind).await {
+            let book = self.book();
+            let sent = trigger(&mut svc, &book, id, kind);
+            let (sent, exposed) = self.load.exposed_to(&self.under.watch, sent).await;
+            if let Err(err) = sent {
                 panic!("{}: {err}", FAULTS[fault]);
             }
+            self.report.phases[fault].exposure.merge(&exposed);
             drop(svc);
             self.recovered(fault, began, Instant::now()).await;
         }
 
         let began = self.begin(3).await;
-        self.server.crash().await;
+        let crash = self.server.crash();
+        let ((), exposed) = self.load.exposed_to(&self.under.watch, crash).await;
+        self.report.phases[3].exposure.merge(&exposed);
         self.server.restart();
         self.recovered(3, began, Instant::now()).await;
 
@@ -214,7 +222,9 @@ impl Driver<'_> {
         ] {
             let began = self.begin(fault).await;
             self.server.set_accepting(accepting);
-            self.server.stop().await;
+            let stop = self.server.stop();
+            let ((), exposed) = self.load.exposed_to(&self.under.watch, stop).await;
+            self.report.phases[fault].exposure.merge(&exposed);
             self.server.restart();
             tokio::time::sleep(lasting).await;
             self.server.set_accepting(Accepting::Serve);
@@ -222,7 +232,9 @@ impl Driver<'_> {
         }
 
         let began = self.begin(6).await;
-        self.server.stop().await;
+        let stop = self.server.stop();
+        let ((), exposed) = self.load.exposed_to(&self.under.watch, stop).await;
+        self.report.phases[6].exposure.merge(&exposed);
         tokio::time::sleep(DOWN).await;
         self.server.restart();
         self.recovered(6, began, Instant::now()).await;
@@ -261,9 +273,11 @@ async fn lane(case: Case, end: Instant) -> LaneReport {
         }
     }
     healthy(&under, &book).await;
-    let tally = load.stop().await;
+    let mut tally = load.stop().await;
 
-    let total = check_requests(&case, &tally, &book);
+    // One trigger request per reset.
+    let triggers = report.phases[1].times + report.phases[2].times;
+    let total = check_requests(&case, &mut tally, &book, triggers);
     for (fault, counts) in tally.by_tag.iter().enumerate() {
         report.phases[fault].counts = *counts;
     }
@@ -290,7 +304,26 @@ async fn lane(case: Case, end: Instant) -> LaneReport {
         );
     }
     let state = under.watch.state();
-    check_errors(&case, &total, CALLERS, state.disconnects());
+    let mut exposure = Exposure::default();
+    for (fault, phase) in FAULTS.iter().zip(&report.phases).skip(1) {
+        println!(
+            "{case:?}: {fault}: {} failed in flight, {:?}",
+            phase.counts.errored + phase.counts.handed_back,
+            phase.exposure
+        );
+        check_errors(&case, fault, &phase.counts, &phase.exposure);
+        exposure.merge(&phase.exposure);
+    }
+    check_errors(&case, "all faults", &total, &exposure);
+    println!(
+        "{case:?}: {} requests failed in flight, {} exposed to {} losses ({} in flight at a fault, {} sent before the client noticed; noticed within {:?})",
+        total.errored + total.handed_back,
+        exposure.bound(),
+        state.disconnects(),
+        exposure.in_flight,
+        exposure.started,
+        exposure.lag,
+    );
     assert!(state.connects() <= book.accepts(), "{case:?}: {state:?}");
     assert!(book.accepts() <= dials, "{case:?}: {state:?}");
     if let Err(err) = under.dials.check_schedule(state.connects()) {
