@@ -343,3 +343,36 @@ async fn zero_is_refused_and_off_by_default() {
     assert_eq!(shared.watch().state().replaced(), 0);
     shared.close();
 }
+
+/// A fatal response error from the old connection, arriving after its
+/// replacement took its place, is the old connection's: with a classifier,
+/// the new connection stays up.
+#[tokio::test(start_paused = true)]
+async fn a_fatal_error_from_the_replaced_connection_leaves_the_new_one_up() {
+    let make = Make::new();
+    let layer = layer().disconnect_on(|err| err.is::<support::ConnError>());
+    let shared = connected(&make, layer).await;
+    let watch = shared.watch();
+
+    // A request held on the old connection, answered with an error later.
+    make.conn().hold();
+    let response = tokio::spawn(shared.clone().oneshot(0));
+    settle().await;
+    assert_eq!(make.conns()[0].calls(), 1);
+
+    to_the_earliest_age().await;
+    until_dials(&make, 2, LATEST_MS - EARLIEST_MS + 2).await;
+    settle().await;
+    assert_eq!(watch.state().replaced(), 1);
+
+    make.conns()[0].release();
+    let err = response.await.unwrap().unwrap_err();
+    assert!(err.is::<support::ConnError>(), "{err:?}");
+    settle().await;
+    let state = watch.state();
+    assert_eq!(state.phase(), Phase::Connected);
+    assert_eq!(state.disconnects(), 0, "the new connection was taken down");
+    assert_eq!(make.dials(), 2);
+    assert_eq!(shared.clone().oneshot(1).await.unwrap(), 2);
+    assert_eq!(make.conns()[1].calls(), 1);
+}

@@ -159,6 +159,42 @@ async fn reconnect_response_in_flight_keeps_the_connection_past_the_timeout() {
     assert_eq!(make.dials(), 2);
 }
 
+/// The task that drives the service is woken at the idle deadline even
+/// when its last wake-up came from the timer at the timer's own deadline
+/// with a request still in flight: the timer, fired, is armed again for
+/// the new deadline, not left spent (which would leave the idle connection
+/// open until something else polled).
+#[tokio::test(start_paused = true)]
+async fn reconnect_timer_fired_with_a_request_in_flight_is_armed_again() {
+    let make = Make::new();
+    let mut svc = layer().layer(make.clone());
+    let watch = svc.watch();
+    let mut owner = task::spawn(());
+    assert_ready_ok!(owner.enter(|cx, _| svc.poll_ready(cx)));
+    make.conn().hold();
+    let mut response = task::spawn(svc.call(1));
+    assert_pending!(response.poll());
+
+    // In flight: the timer checks back a timeout from now.
+    assert_ready_ok!(owner.enter(|cx, _| svc.poll_ready(cx)));
+    advance_ms(IDLE_MS).await;
+    assert!(owner.is_woken(), "the timer checks back a timeout later");
+    // Still in flight at the timer's own deadline: it must be armed anew.
+    assert_ready_ok!(owner.enter(|cx, _| svc.poll_ready(cx)));
+    make.conn().release();
+    assert_eq!(assert_ready_ok!(response.poll()), 2);
+
+    // Idle from now: the task is woken at the idle deadline, and its poll
+    // closes the connection.
+    advance_ms(IDLE_MS).await;
+    assert!(
+        owner.is_woken(),
+        "nothing woke the task at the idle deadline"
+    );
+    let _ = owner.enter(|cx, _| svc.poll_ready(cx));
+    assert_eq!(watch.state().idle_closes(), 1);
+}
+
 /// A response future dropped before it resolves is no longer in flight.
 #[tokio::test(start_paused = true)]
 async fn reconnect_dropped_response_is_no_longer_in_flight() {
