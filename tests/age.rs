@@ -376,3 +376,30 @@ async fn a_fatal_error_from_the_replaced_connection_leaves_the_new_one_up() {
     assert_eq!(shared.clone().oneshot(1).await.unwrap(), 2);
     assert_eq!(make.conns()[1].calls(), 1);
 }
+
+/// A connection lost before its age takes its ageing with it: through an
+/// outage that lasts past the age the old connection would have reached,
+/// the only dials are the schedule's, and nothing is replaced.
+#[tokio::test(start_paused = true)]
+async fn a_lost_connection_leaves_no_replacement_due() {
+    let make = Make::new();
+    let shared = connected(&make, layer()).await;
+    let watch = shared.watch();
+    make.otherwise(Dial::Fail("refused"));
+
+    advance_ms(10_000).await;
+    make.conn().kill();
+    settle().await;
+    assert_eq!(watch.state().disconnects(), 1);
+
+    // Past the latest the old connection would have been replaced (66 s).
+    // The schedule dials at once, then 2 s, 3.2 s, 5.12 s, … (×1.6) after
+    // each attempt's start: stepped a second at a time, 7 attempts in the
+    // 80 s after the loss, the 8th not before 99 s.
+    for _ in 0..80 {
+        advance_ms(1_000).await;
+        settle().await;
+    }
+    assert_eq!(make.dials(), 1 + 7, "dials at {:?}", make.gaps());
+    assert_eq!(watch.state().replaced(), 0);
+}
