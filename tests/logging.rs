@@ -17,6 +17,16 @@ type Event = (Level, String, Vec<String>);
 struct Events(Arc<Mutex<Vec<Event>>>);
 
 impl Events {
+    /// The connects logged so far: level and message.
+    fn connects(&self) -> Vec<(Level, String)> {
+        let events = self.0.lock().unwrap();
+        events
+            .iter()
+            .filter(|(_, msg, _)| msg == "connected" || msg == "reconnected")
+            .map(|(level, msg, _)| (*level, msg.clone()))
+            .collect()
+    }
+
     fn at(&self, level: Level) -> Vec<(String, Vec<String>)> {
         let events = self.0.lock().unwrap();
         events
@@ -116,6 +126,45 @@ async fn one_warning_per_outage() {
     let infos = events.at(Level::INFO);
     assert_eq!(infos.len(), 2, "{infos:?}");
     assert_eq!(infos[1].0, "connection lost; reconnecting");
+}
+
+/// A connect is logged by what it means: the first one and the one after
+/// an idle close are routine (debug, "connected"); one after a loss is news
+/// (info, "reconnected").
+#[tokio::test(start_paused = true)]
+async fn connects_are_logged_by_what_they_mean() {
+    let events = Events::default();
+    let _guard = tracing_subscriber::registry()
+        .with(
+            events
+                .clone()
+                .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
+        )
+        .set_default();
+    let make = Make::new();
+    let mut svc = ReconnectLayer::new("db:5432")
+        .name("db")
+        .backoff(Backoff::constant(std::time::Duration::from_secs(1)))
+        .idle_timeout(std::time::Duration::from_secs(10))
+        .layer(make.clone());
+    let routine = (Level::DEBUG, "connected".to_string());
+    let news = (Level::INFO, "reconnected".to_string());
+
+    assert_ready_ok!(poll_ready(&mut svc));
+    assert_eq!(events.connects(), [routine.clone()]);
+
+    // Closed for idleness, then dialled again by the next poll.
+    advance_ms(10_000).await;
+    assert_ready_ok!(poll_ready(&mut svc));
+    assert_eq!(svc.watch().state().idle_closes(), 1);
+    assert_eq!(events.connects(), [routine.clone(), routine.clone()]);
+
+    // Lost after proving itself: the reconnect is news.
+    advance_ms(5_000).await;
+    make.conn().kill();
+    assert_ready_ok!(poll_ready(&mut svc));
+    assert_eq!(svc.watch().state().disconnects(), 1);
+    assert_eq!(events.connects(), [routine.clone(), routine, news]);
 }
 
 /// Each connection of a pool logs under the layer's name and its number, so logs tell the connections apart.
