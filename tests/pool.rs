@@ -684,3 +684,27 @@ async fn a_new_pool_waiting_for_ready_is_not_ready_before_a_connection_is_up() {
     assert!(ready.is_woken());
     tokio_test::assert_ready_ok!(ready.poll());
 }
+
+/// A `poll_ready` that pends because the chosen connection's queue is
+/// full keeps no slot, so the next `poll_ready` reserves one before it says
+/// `Ready`: the call that follows is sent, not refused.
+#[tokio::test(start_paused = true)]
+async fn ready_after_a_full_queue_reserves_a_slot_again() {
+    let make = Make::new();
+    let pool: Handle = layer().pool(1).bound(1).layer(make.clone());
+    all_connected(&pool).await;
+    // The connection takes nothing: the one queued request fills the queue.
+    make.conn().set_busy(true);
+    let queued = tokio::spawn(pool.clone().oneshot(1));
+    settle().await;
+
+    let mut svc = pool.clone();
+    let mut ready = tokio_test::task::spawn(());
+    assert!(ready.enter(|cx, _| svc.poll_ready(cx)).is_pending());
+    make.conn().set_busy(false);
+    assert_eq!(queued.await.unwrap().unwrap(), 2);
+    settle().await;
+    assert!(ready.is_woken(), "a freed slot wakes the waiting caller");
+    assert!(ready.enter(|cx, _| svc.poll_ready(cx)).is_ready());
+    assert_eq!(svc.call(7).await.unwrap(), 8);
+}

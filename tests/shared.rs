@@ -515,3 +515,26 @@ async fn requests_failed_fast_are_never_sent_on_the_next_connection() {
     assert_eq!(shared.clone().oneshot(7).await.unwrap(), 8);
     assert_eq!(make.conn().calls(), 1);
 }
+
+/// `Debug` shows the handle's state, a response future's stage and the
+/// layer's bound, without bounds on the connection.
+#[tokio::test(start_paused = true)]
+async fn debug_shows_the_handle_its_futures_and_its_layer() {
+    let make = Make::new();
+    let shared = spawn(layer(), &make, 8);
+    shared.watch().connected().await.unwrap();
+    let debug = format!("{shared:?}");
+    assert!(debug.starts_with("Shared"), "{debug}");
+    assert!(debug.contains("phase: Connected"), "{debug}");
+    assert!(debug.contains("closed: false"), "{debug}");
+
+    let mut svc = shared.clone();
+    let fut = svc.ready().await.unwrap().call(1);
+    let debug = format!("{fut:?}");
+    assert!(debug.contains("queued"), "{debug}");
+    assert_eq!(fut.await.unwrap(), 2);
+
+    let debug = format!("{:?}", layer().shared::<u32>(16));
+    assert!(debug.starts_with("SharedLayer"), "{debug}");
+    assert!(debug.contains("bound: 16"), "{debug}");
+}
