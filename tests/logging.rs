@@ -17,6 +17,20 @@ type Event = (Level, String, Vec<String>);
 struct Events(Arc<Mutex<Vec<Event>>>);
 
 impl Events {
+    /// Records redial's events at debug and above on this thread until the
+    /// guard goes.
+    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let events = Self::default();
+        let guard = tracing_subscriber::registry()
+            .with(
+                events
+                    .clone()
+                    .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
+            )
+            .set_default();
+        (events, guard)
+    }
+
     /// The connects logged so far: level and message.
     fn connects(&self) -> Vec<(Level, String)> {
         let events = self.0.lock().unwrap();
@@ -66,14 +80,7 @@ impl<S: Subscriber> tracing_subscriber::Layer<S> for Events {
 /// Ten failed attempts in one outage log one warning; the recovery logs one info; the rest is debug.
 #[tokio::test(start_paused = true)]
 async fn one_warning_per_outage() {
-    let events = Events::default();
-    let _guard = tracing_subscriber::registry()
-        .with(
-            events
-                .clone()
-                .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
-        )
-        .set_default();
+    let (events, _guard) = Events::capture();
 
     let make = Make::new();
     make.push((0..10).map(|_| Dial::Fail("connection refused")));
@@ -133,14 +140,7 @@ async fn one_warning_per_outage() {
 /// (info, "reconnected").
 #[tokio::test(start_paused = true)]
 async fn connects_are_logged_by_what_they_mean() {
-    let events = Events::default();
-    let _guard = tracing_subscriber::registry()
-        .with(
-            events
-                .clone()
-                .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
-        )
-        .set_default();
+    let (events, _guard) = Events::capture();
     let make = Make::new();
     let mut svc = ReconnectLayer::new("db:5432")
         .name("db")
