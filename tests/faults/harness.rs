@@ -49,9 +49,16 @@ pub const RECOVERY_BOUND: Duration = MAX_DELAY.saturating_add(CONNECT_TIMEOUT);
 pub const GRACE: Duration = Duration::from_secs(1);
 /// How late this loaded machine may run what is due (a timer, a woken
 /// task, a request's round trip on 127.0.0.1): scheduling, not design. It
-/// is added once per scheduled event to the bounds derived from the
-/// configuration.
+/// is added once per scheduled event to the bounds on attempts derived
+/// from the configuration.
 pub const SLACK: Duration = Duration::from_millis(100);
+/// The same for a bound on one request, or on one gap between attempts:
+/// a single stall counts in full there, and eight cases share two cores,
+/// and a `Buffer` worker polls only when the next caller's request comes
+/// (every `PACE`). Still under the connect timeout plus the first delay,
+/// so a fail-fast caller made to wait out attempts, or a retry a delay
+/// late, is caught.
+pub const REQUEST_SLACK: Duration = Duration::from_millis(250);
 
 /// gRPC's schedule with the delays above: ×1.6, ±20 %.
 pub fn backoff() -> Backoff {
@@ -437,7 +444,8 @@ fn schedule_bounds_match_the_configured_backoff() {
     assert_eq!(max_attempts(Duration::from_secs(1)), 5);
     assert_eq!(min_attempts(Duration::from_secs(1), Duration::ZERO), 3);
     assert_eq!(min_attempts(Duration::from_secs(1), CONNECT_TIMEOUT), 3);
-    // 100 ms + 20 %, or the 200 ms attempt when longer; the cap, late on.
+    // 100 ms + 20 %, or the 200 ms attempt when longer, plus SLACK; the
+    // cap, late on.
     assert_eq!(longest_gap(1, Duration::ZERO), Duration::from_millis(220));
     assert_eq!(longest_gap(1, CONNECT_TIMEOUT), Duration::from_millis(300));
     assert_eq!(longest_gap(9, Duration::ZERO), MAX_DELAY + SLACK);

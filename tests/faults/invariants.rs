@@ -6,7 +6,7 @@ use redial::{ConnectionState, Phase};
 use tokio::time::Instant;
 
 use crate::{
-    harness::{earliest_start, longest_gap, Cause, Mode, Outcome, Record, SLACK},
+    harness::{earliest_start, longest_gap, Cause, Mode, Outcome, Record, REQUEST_SLACK, SLACK},
     matrix::{Case, Fault},
     server::Proto,
 };
@@ -43,13 +43,13 @@ impl Schedule {
 
     /// The latest `record` may resolve: once the first attempt is over when
     /// failing fast; once connected when waiting for readiness; plus
-    /// [`SLACK`] either way.
+    /// [`REQUEST_SLACK`] either way.
     fn deadline(&self, mode: Mode, record: &Record) -> Instant {
         let due = match mode {
             Mode::FailFast => self.first_over,
             Mode::WaitForReady => self.connected_by,
         };
-        record.issued.max(due) + SLACK
+        record.issued.max(due) + REQUEST_SLACK
     }
 }
 
@@ -93,7 +93,7 @@ pub fn check_requests(
         assert!(
             record.resolved <= deadline,
             "{case}: {path}, issued {:?} into the round, took {:?}; the schedule allows \
-             {:?} (the first attempt over at {:?}, connected by {:?}, + {SLACK:?}): {:?}",
+             {:?} (the first attempt over at {:?}, connected by {:?}, + {REQUEST_SLACK:?}): {:?}",
             record.issued - schedule.start,
             record.resolved - record.issued,
             deadline.saturating_duration_since(record.issued),
@@ -176,9 +176,11 @@ pub fn check_attempts(
     );
     for (n, pair) in dials.windows(2).enumerate().map(|(i, p)| (i + 1, p)) {
         let gap = pair[1] - pair[0];
+        // One gap is one stall's worth of lateness: the request's slack,
+        // not the schedule's.
         let (shortest, longest) = (
             earliest_start(n) - earliest_start(n - 1),
-            longest_gap(n, case.fault.attempt_len()),
+            longest_gap(n, case.fault.attempt_len()) - SLACK + REQUEST_SLACK,
         );
         assert!(
             gap + LOG_SLACK >= shortest && gap <= longest,

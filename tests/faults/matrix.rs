@@ -20,7 +20,7 @@ use tokio::{
 use crate::{
     harness::{
         client, longest_gap, max_attempts, min_attempts, Callers, Cause, Kind, Mode,
-        CONNECT_TIMEOUT, GRACE, PACE, RECOVERY_BOUND, SLACK,
+        CONNECT_TIMEOUT, GRACE, PACE, RECOVERY_BOUND, REQUEST_SLACK,
     },
     invariants::{check_attempts, check_cause, check_end, check_requests, Schedule},
     netns::BlackHole,
@@ -372,12 +372,13 @@ async fn round(case: Case) -> Summary {
         Mode::FailFast => PACE,
         Mode::WaitForReady => Duration::ZERO,
     };
-    let recovery_bound = schedule.connected_by.saturating_duration_since(healed) + pause + SLACK;
+    let recovery_bound =
+        schedule.connected_by.saturating_duration_since(healed) + pause + REQUEST_SLACK;
     assert!(
         recovery <= recovery_bound,
         "{case}: the first answer came {recovery:?} after the heal; the schedule allows \
          {recovery_bound:?} (the attempt after {} at the heal due within {:?}, {:?} to connect, \
-         + {pause:?} + {SLACK:?})",
+         + {pause:?} + {REQUEST_SLACK:?})",
         dials_at_heal.len(),
         longest_gap(dials_at_heal.len(), case.fault.attempt_len()),
         case.fault.healed_attempt(),

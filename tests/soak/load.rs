@@ -244,8 +244,8 @@ impl Load {
     ) -> (F::Output, Exposure) {
         let mut rx = watch.subscribe();
         let before = rx.borrow_and_update().disconnects();
-        let in_flight = self.gauge.in_flight.load(Ordering::SeqCst);
         let started = self.gauge.started.load(Ordering::SeqCst);
+        let in_flight = self.gauge.in_flight.load(Ordering::SeqCst);
         let began = Instant::now();
         let noticed = async {
             let seen = guarded(
@@ -343,8 +343,10 @@ async fn caller(mut c: Caller) -> Tally {
         let id = c.ids.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
         tally.started += 1;
-        c.gauge.started.fetch_add(1, Ordering::SeqCst);
+        // In flight before started, and read in the other order in
+        // `exposed_to`: a caller between the two is counted at least once.
         c.gauge.in_flight.fetch_add(1, Ordering::SeqCst);
+        c.gauge.started.fetch_add(1, Ordering::SeqCst);
         let result = timeout(c.config.deadline + GRACE, get(&mut c.svc, id)).await;
         c.gauge.in_flight.fetch_sub(1, Ordering::SeqCst);
         let outcome = match result {
