@@ -195,6 +195,31 @@ async fn reconnect_timer_fired_with_a_request_in_flight_is_armed_again() {
     assert_eq!(watch.state().idle_closes(), 1);
 }
 
+/// `mark_disconnected` on a connection whose idle timer holds the task's
+/// waker wakes no one: the reconnect is due at once, and the caller that
+/// marked it polls next anyway; the timer is left as it was, not re-armed
+/// for a time already passed, which would fire a needless wake-up.
+#[tokio::test(start_paused = true)]
+async fn reconnect_mark_disconnected_wakes_no_one() {
+    let make = Make::new();
+    let mut svc = layer().layer(make.clone());
+    let mut owner = task::spawn(());
+    assert_ready_ok!(owner.enter(|cx, _| svc.poll_ready(cx)));
+    make.conn().hold();
+    let mut response = task::spawn(svc.call(1));
+    assert_pending!(response.poll());
+    // Proven (past the first delay), with the idle timer armed by this poll.
+    advance_ms(3_000).await;
+    assert_ready_ok!(owner.enter(|cx, _| svc.poll_ready(cx)));
+
+    svc.mark_disconnected();
+    tokio::task::yield_now().await;
+    assert!(!owner.is_woken(), "a needless wake-up");
+    assert_eq!(svc.watch().phase(), Phase::Disconnected);
+    assert_ready_ok!(owner.enter(|cx, _| svc.poll_ready(cx)));
+    assert_eq!(make.dials(), 2);
+}
+
 /// A response future dropped before it resolves is no longer in flight.
 #[tokio::test(start_paused = true)]
 async fn reconnect_dropped_response_is_no_longer_in_flight() {

@@ -141,6 +141,28 @@ async fn reconnect_wait_timeout_bounds_the_first_attempt_in_fail_fast_mode() {
     assert_eq!(svc.watch().phase(), Phase::Connecting);
 }
 
+/// The wait ends at its deadline by the clock, not only when its timer
+/// fires: with a deadline between two timer ticks (1.5 ms), a poll at the
+/// deadline itself finds the wait over although the timer, rounded up to
+/// the next tick, has not fired.
+#[tokio::test(start_paused = true)]
+async fn reconnect_wait_ends_at_its_deadline_before_its_timer_fires() {
+    let make = Make::new();
+    make.push([Dial::Hang]);
+    let wait = Duration::from_micros(1500);
+    let mut svc = ReconnectLayer::new("peer")
+        .wait_for_ready(true)
+        .wait_timeout(wait)
+        .layer(make.clone());
+    let mut owner = task::spawn(());
+    assert_pending!(owner.enter(|cx, _| svc.poll_ready(cx)));
+    tokio::time::advance(wait).await;
+    assert!(!owner.is_woken(), "the timer fires at the next tick, 2 ms");
+    assert_ready_ok!(owner.enter(|cx, _| svc.poll_ready(cx)));
+    let err = svc.call(1).await.unwrap_err();
+    assert_eq!(unavailable(&err).waited(), Some(wait));
+}
+
 // ===== Shared =====
 
 /// A queued request fails at exactly the wait timeout with `Unavailable`

@@ -26,7 +26,7 @@ impl<F, S> Machine<F, S> {
     }
 
     /// The readiness policy: what `poll_ready` answers in each state once
-    /// the loop below has made every transition due.
+    /// the `poll_slow` loop has made every transition due.
     ///
     /// | state | answer |
     /// |---|---|
