@@ -148,6 +148,12 @@ where
     }
 }
 
+/// Whether `signals` carries `bit`.
+#[inline]
+fn has(signals: u8, bit: u8) -> bool {
+    signals & bit != 0
+}
+
 /// Serves requests until the task must close, and says why.
 fn serve<M, T, Req>(
     service: &mut Reconnect<M, T>,
@@ -162,21 +168,21 @@ where
     // Once per wake-up, not per request: a signal sent later wakes the task
     // again (and `close()` has already marked every handle closed).
     let signals = handle.signal.take(cx);
-    if signals & CLOSE != 0 {
+    if has(signals, CLOSE) {
         return Poll::Ready(Closed::new(None));
     }
     // In the order a caller means them when both arrive in one wake-up:
     // "this connection is broken", then "the peer is back, retry now".
-    if signals & MARK_DISCONNECTED != 0 {
+    if has(signals, MARK_DISCONNECTED) {
         service.mark_disconnected();
     }
-    if signals & RESET_BACKOFF != 0 {
+    if has(signals, RESET_BACKOFF) {
         service.reset_backoff();
     }
-    if signals & RESEND != 0 {
+    if has(signals, RESEND) {
         inbox.resend_pending = true;
     }
-    if signals & DRAIN != 0 && inbox.draining.is_none() {
+    if has(signals, DRAIN) && inbox.draining.is_none() {
         inbox.draining = Some(service.watch().state().attempt());
     }
     loop {
