@@ -151,7 +151,7 @@ async fn connects_are_logged_by_what_they_mean() {
     let news = (Level::INFO, "reconnected".to_string());
 
     assert_ready_ok!(poll_ready(&mut svc));
-    assert_eq!(events.connects(), [routine.clone()]);
+    assert_eq!(events.connects(), std::slice::from_ref(&routine));
 
     // Closed for idleness, then dialled again by the next poll.
     advance_ms(10_000).await;
