@@ -247,15 +247,12 @@ enum St {
     Closed,
 }
 
-/// How early the service's timer is armed for a retry: just under a
-/// millisecond, so the timer, which rounds up to its next millisecond,
-/// fires no later than the retry time.
-const SLACK_NS: u64 = 999_999;
-
 /// The model's time (whole milliseconds) at which a retry due at `at`
-/// nanoseconds starts.
+/// nanoseconds starts: the last timer tick at or before it, as the service
+/// arms its retry timer just under a millisecond early and the timer rounds
+/// up to its next tick.
 fn fires_at(at: u64) -> u64 {
-    at.saturating_sub(SLACK_NS).div_ceil(1_000_000)
+    at / 1_000_000
 }
 
 /// What the service shows of its retry: the attempt it follows and when it
