@@ -57,6 +57,13 @@ struct Phase {
     exposure: Exposure,
 }
 
+/// Live heap the 60 s round may leave above its one-cycle warm-up: twice
+/// the cases' [`HEAP_SLACK`], as its four clients under 64 callers each
+/// grow the runtime's capacity in steps (a fresh CI machine once measured
+/// 8,480 bytes); a byte leaked per request, or per connection over the
+/// round's thousands of reconnects, would still leave far more.
+const SOAK_HEAP_SLACK: isize = 2 * HEAP_SLACK;
+
 /// What one lane came to: by fault, and overall.
 #[derive(Clone, Copy, Debug, Default)]
 struct LaneReport {
@@ -110,7 +117,7 @@ pub fn soak(total: Duration) {
         print_row(&case("soak, all faults"), &lane.total, true, growth, wall);
     }
     assert!(
-        growth <= HEAP_SLACK,
+        growth <= SOAK_HEAP_SLACK,
         "the long round left {growth} more live bytes than the warm-up"
     );
     // A lane starts a cycle only if it can end by `total`, judging by its
