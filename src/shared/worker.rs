@@ -333,19 +333,6 @@ where
     }
 }
 
-impl<M, T, Req> fmt::Debug for Worker<M, T, Req>
-where
-    M: Service<T>,
-    Reconnect<M, T>: Service<Req>,
-{
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Worker")
-            .field("service", &self.service)
-            .field("started", &self.inbox.started)
-            .finish()
-    }
-}
-
 /// The cause of `Closed` when the make service or the connection panicked
 /// inside the task.
 #[derive(Debug)]

@@ -2,7 +2,6 @@
 //! publishes, worked out from its connections' states by gRPC's rule.
 
 use std::{
-    fmt,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, PoisonError,
@@ -22,14 +21,6 @@ pub(crate) struct Membership {
     pub(super) aggregate: Arc<Aggregate>,
     /// `None` for a pool that is one endpoint of many.
     pub(super) spread: Option<Spread>,
-}
-
-impl fmt::Debug for Membership {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Membership")
-            .field("spread", &self.spread)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The writer of a pool's watch. Each connection's [`Publisher`] holds it
@@ -221,7 +212,8 @@ impl Aggregate {
         let mut retry_at: Option<Instant> = None;
         let mut attempting = false;
         let mut newest: Option<(u64, Cause)> = None;
-        let mut live = 0;
+        // Any member not removed.
+        let mut live = false;
         let mut left_open = false;
         for member in members.list.iter_mut() {
             let state = member.watch.borrow();
@@ -230,7 +222,7 @@ impl Aggregate {
                 left_open = true;
                 continue;
             }
-            live += 1;
+            live = true;
             let cause = &mut member.cause;
             seen[state.phase as usize] = true;
             next.attempt = next.attempt.max(state.attempt);
@@ -259,7 +251,7 @@ impl Aggregate {
         .into_iter()
         .find(|phase| seen[*phase as usize])
         .unwrap_or(Phase::Closed);
-        if live == 0 && !self.closing.load(Ordering::Acquire) && !self.ended.load(Ordering::Acquire)
+        if !live && !self.closing.load(Ordering::Acquire) && !self.ended.load(Ordering::Acquire)
         {
             // No endpoint known yet (or none left): looking for one.
             next.phase = Phase::Connecting;

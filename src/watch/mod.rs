@@ -76,7 +76,6 @@ pub struct ConnectionWatch {
 /// the edge notified after; a waiter enables its `Notified` before it reads
 /// the phase, so a change between the two is never missed (the pattern
 /// `Notify::notify_waiters` documents).
-#[derive(Debug)]
 struct Edges {
     phase: AtomicU8,
     /// Notified when the phase becomes `Connected` or `Closed`.
