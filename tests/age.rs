@@ -403,3 +403,27 @@ async fn a_lost_connection_leaves_no_replacement_due() {
     assert_eq!(make.dials(), 1 + 7, "dials at {:?}", make.gaps());
     assert_eq!(watch.state().replaced(), 0);
 }
+
+/// A pool's watch sums its connections' replacements: each of two
+/// connections replaced at its age, the pool counts two, and four
+/// connects.
+#[tokio::test(start_paused = true)]
+async fn a_pools_watch_counts_its_connections_replacements() {
+    let make = Make::new();
+    let pool: redial::Pool<u32, _> = layer().pool(2).layer(make.clone());
+    for watch in pool.connections() {
+        watch.connected().await.unwrap();
+    }
+    to_the_earliest_age().await;
+    until_dials(&make, 4, LATEST_MS - EARLIEST_MS + 2).await;
+    settle().await;
+    let each: Vec<u64> = pool
+        .connections()
+        .iter()
+        .map(|watch| watch.state().replaced())
+        .collect();
+    assert_eq!(each, [1, 1]);
+    let state = pool.watch().state();
+    assert_eq!((state.connects(), state.replaced()), (4, 2), "{state:?}");
+    pool.close();
+}

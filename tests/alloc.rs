@@ -180,3 +180,48 @@ fn pool_allocates_no_more_than_shared() {
     );
     assert!(pool <= shared, "Pool {pool} > Shared {shared}");
 }
+
+/// A clone per request, as tower's docs suggest for a shared service,
+/// allocates no more than one handle used again and again: while the queue
+/// has room, a fresh handle takes its slot without building the waiting
+/// machinery (tokio-util's `PollSender`) that only a full queue needs.
+#[test]
+fn shared_clone_per_request_allocates_no_more_than_one_handle() {
+    let rt = runtime();
+    async fn count<S>(svc: &S, fresh: bool) -> usize
+    where
+        S: Service<u64, Response = u64> + Clone,
+        S::Error: fmt::Debug,
+    {
+        let mut reused = svc.clone();
+        let before = ThreadAllocations::count();
+        for n in 0..REQUESTS {
+            let mut clone;
+            let handle = if fresh {
+                clone = svc.clone();
+                &mut clone
+            } else {
+                &mut reused
+            };
+            let res = handle.ready().await.unwrap().call(black_box(n)).await;
+            assert_eq!(res.unwrap(), n);
+        }
+        ThreadAllocations::count() - before
+    }
+    let (reused, fresh) = rt.block_on(async {
+        let shared = redial::Reconnect::new(make_echo(), ()).spawn(1024);
+        for n in 0..100 {
+            assert_eq!(shared.clone().oneshot(n).await.unwrap(), n);
+        }
+        (count(&shared, false).await, count(&shared, true).await)
+    });
+    println!(
+        "allocations per request: one handle {:.3}, a clone each {:.3}",
+        reused as f64 / REQUESTS as f64,
+        fresh as f64 / REQUESTS as f64,
+    );
+    assert!(
+        fresh <= reused,
+        "a clone each {fresh} > one handle {reused}"
+    );
+}

@@ -708,3 +708,44 @@ async fn ready_after_a_full_queue_reserves_a_slot_again() {
     assert!(ready.enter(|cx, _| svc.poll_ready(cx)).is_ready());
     assert_eq!(svc.call(7).await.unwrap(), 8);
 }
+
+/// A `poll_ready` that waited for room on a connection's full queue, then
+/// moved on (the connection went down and the pool waits for one up),
+/// stops waiting there: the slot freed later goes to the next caller, not
+/// to the wait given up.
+#[tokio::test(start_paused = true)]
+async fn a_wait_for_room_given_up_leaves_the_slot_to_the_next_caller() {
+    let make = Make::new();
+    let pool: Handle = layer()
+        .wait_for_ready(true)
+        .pool(1)
+        .bound(1)
+        .layer(make.clone());
+    all_connected(&pool).await;
+    // The connection takes nothing: the one queued request fills the queue.
+    make.conn().set_busy(true);
+    let queued = tokio::spawn(pool.clone().oneshot(1));
+    settle().await;
+
+    let mut first = pool.clone();
+    let mut task = tokio_test::task::spawn(());
+    assert!(task.enter(|cx, _| first.poll_ready(cx)).is_pending());
+    // The connection goes down: the pool waits for one up instead.
+    make.conn().kill();
+    settle().await;
+    assert!(task.enter(|cx, _| first.poll_ready(cx)).is_pending());
+
+    // The next connection sends the queued request, which frees its slot.
+    let watch = pool.connections().remove(0);
+    watch.connected().await.unwrap();
+    assert_eq!(queued.await.unwrap().unwrap(), 2);
+    settle().await;
+    let mut second = pool.clone();
+    assert!(
+        tokio_test::task::spawn(())
+            .enter(|cx, _| second.poll_ready(cx))
+            .is_ready(),
+        "the freed slot went to the wait given up"
+    );
+    assert_eq!(second.call(7).await.unwrap(), 8);
+}

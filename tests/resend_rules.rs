@@ -34,6 +34,9 @@ enum Answer {
     Unwritten(Duration),
     /// Hands it back unanswered and closes.
     Unanswered,
+    /// Answers, and closes as it takes the request (a response with
+    /// `Connection: close`): right after the call, the connection is down.
+    Last,
 }
 
 /// The connections' script and log, shared by all of them.
@@ -108,9 +111,12 @@ impl Service<u32> for Conn {
         self.script.log.lock().unwrap().push((self.id, n));
         let answer = self.script.answers.lock().unwrap().pop_front();
         let closed = self.closed.clone();
+        if matches!(answer, Some(Answer::Last)) {
+            closed.store(true, Ordering::SeqCst);
+        }
         Box::pin(async move {
             match answer.unwrap_or(Answer::Ok) {
-                Answer::Ok => Ok(n),
+                Answer::Ok | Answer::Last => Ok(n),
                 Answer::Unwritten(after) => {
                     tokio::time::sleep(after).await;
                     closed.store(true, Ordering::SeqCst);
@@ -132,6 +138,13 @@ fn layer() -> ReconnectLayer<()> {
     ReconnectLayer::new(()).backoff(Backoff::constant(Duration::from_millis(100)))
 }
 
+/// Lets the task run until it has nothing left to do.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Connects, and lets the connection live past the first retry delay:
 /// a connection lost sooner counts as a failed attempt, and the
 /// fail-fast handle would answer `Unavailable` while it reconnects.
@@ -151,6 +164,46 @@ async fn an_unwritten_request_is_sent_on_the_next_connection() {
     assert_eq!(script.log(), [(0, 7), (1, 7)]);
     let state = shared.watch().state();
     assert_eq!((state.resent(), state.connects()), (1, 2));
+}
+
+/// A pool's watch counts the requests its connections sent again.
+#[tokio::test(start_paused = true)]
+async fn a_pools_watch_counts_what_its_connections_resent() {
+    let script = Script::new([Answer::Unwritten(Duration::ZERO), Answer::Ok]);
+    let pool = layer().pool(1).layer(script.make());
+    proven(&pool.watch()).await;
+    assert_eq!(pool.clone().oneshot(7).await.unwrap(), 7);
+    assert_eq!(script.log(), [(0, 7), (1, 7)]);
+    assert_eq!(pool.connections()[0].state().resent(), 1);
+    let state = pool.watch().state();
+    assert_eq!((state.resent(), state.connects()), (1, 2), "{state:?}");
+}
+
+/// Nothing is left to send once a request sent again is answered: when
+/// the connection that answered it closes at once and every handle then
+/// goes, the task closes while it waits to redial, and dials no more.
+#[tokio::test(start_paused = true)]
+async fn handles_gone_after_a_resend_close_the_task_without_dialling_again() {
+    let script = Script::new([Answer::Unwritten(Duration::ZERO), Answer::Last]);
+    // Waiting for ready: the task's `poll_ready` stays pending until the
+    // redial, so nothing reads the (now empty) second queue in between.
+    let shared = layer().wait_for_ready(true).layer(script.make()).spawn(8);
+    let watch = shared.watch();
+    proven(&watch).await;
+    assert_eq!(shared.clone().oneshot(7).await.unwrap(), 7);
+    assert_eq!(script.log(), [(0, 7), (1, 7)]);
+    settle().await;
+    let state = watch.state();
+    assert!(
+        state.phase() == Phase::Disconnected && state.retry_at().is_some(),
+        "waits to redial: {state:?}"
+    );
+
+    drop(shared);
+    settle().await;
+    assert_eq!(watch.phase(), Phase::Closed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(script.connects.load(Ordering::SeqCst), 2, "no dial after");
 }
 
 /// A request handed back after the task died (its next dial panicked)

@@ -59,3 +59,33 @@ impl Signal {
         drop(self.waker.take());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::Arc,
+        task::{Wake, Waker},
+    };
+
+    use super::*;
+
+    struct Task;
+
+    impl Wake for Task {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    /// `unregister` lets go of the task's waker: a handle that outlives
+    /// the task does not keep the task's memory.
+    #[test]
+    fn unregister_lets_go_of_the_tasks_waker() {
+        let task = Arc::new(Task);
+        let waker = Waker::from(task.clone());
+        let signal = Signal::default();
+        assert_eq!(signal.take(&Context::from_waker(&waker)), 0);
+        drop(waker);
+        assert_eq!(Arc::strong_count(&task), 2, "the signal holds the waker");
+        signal.unregister();
+        assert_eq!(Arc::strong_count(&task), 1);
+    }
+}

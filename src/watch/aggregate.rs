@@ -251,8 +251,7 @@ impl Aggregate {
         .into_iter()
         .find(|phase| seen[*phase as usize])
         .unwrap_or(Phase::Closed);
-        if !live && !self.closing.load(Ordering::Acquire) && !self.ended.load(Ordering::Acquire)
-        {
+        if !live && !self.closing.load(Ordering::Acquire) && !self.ended.load(Ordering::Acquire) {
             // No endpoint known yet (or none left): looking for one.
             next.phase = Phase::Connecting;
         }
