@@ -427,3 +427,22 @@ async fn a_pools_watch_counts_its_connections_replacements() {
     assert_eq!((state.connects(), state.replaced()), (4, 2), "{state:?}");
     pool.close();
 }
+
+/// A pool's subscribers are woken when one of its connections is replaced
+/// at its age, as that connection's are, though the pool stays `Connected`.
+#[tokio::test(start_paused = true)]
+async fn a_pools_subscribers_are_woken_when_a_connection_is_replaced() {
+    let make = Make::new();
+    let pool: redial::Pool<u32, _> = layer().pool(1).layer(make.clone());
+    let watch = pool.watch();
+    watch.connected().await.unwrap();
+    let mut subscriber = watch.subscribe();
+    subscriber.mark_unchanged();
+    to_the_earliest_age().await;
+    until_dials(&make, 2, LATEST_MS - EARLIEST_MS + 2).await;
+    settle().await;
+    assert_eq!(watch.state().replaced(), 1);
+    assert_eq!(watch.phase(), Phase::Connected);
+    assert!(subscriber.has_changed().unwrap(), "the replacement wakes");
+    pool.close();
+}

@@ -211,7 +211,6 @@ impl Aggregate {
         let mut seen = [false; 5];
         let mut retry_at: Option<Instant> = None;
         let mut attempting = false;
-        let mut newest: Option<(u64, Cause)> = None;
         // Any member not removed.
         let mut live = false;
         let mut left_open = false;
@@ -235,11 +234,6 @@ impl Aggregate {
             if !same_cause(state.last_error.as_ref(), cause.0.as_ref()) {
                 members.seen += 1;
                 *cause = (state.last_error.clone(), members.seen);
-            }
-            if let (Some(error), order) = cause {
-                if newest.as_ref().is_none_or(|(n, _)| *order > *n) {
-                    newest = Some((*order, error.clone()));
-                }
             }
         }
         next.phase = [
@@ -270,7 +264,15 @@ impl Aggregate {
             return;
         }
         if next.phase != Phase::Connected {
-            next.last_error = newest.map(|(_, cause)| cause);
+            // The newest cause: each was stamped with the next number when
+            // it first showed.
+            next.last_error = members
+                .list
+                .iter()
+                .filter(|member| !member.left)
+                .filter_map(|member| Some((member.cause.1, member.cause.0.as_ref()?)))
+                .max_by_key(|(order, _)| *order)
+                .map(|(_, cause)| cause.clone());
         }
         if next.phase == Phase::Disconnected && !attempting {
             next.retry_at = retry_at;
@@ -351,6 +353,91 @@ mod tests {
         let _dialling = member(&aggregate, 1, Phase::Connecting);
         drop(up);
         assert_eq!(aggregate.watch().phase(), Phase::Connecting);
+    }
+
+    fn cause(text: &'static str) -> Cause {
+        Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(text))
+    }
+
+    /// `member` fails with `text`, and waits for its retry.
+    fn fail(member: &Publisher, text: &'static str) {
+        member.update(|state| {
+            state.phase = Phase::Disconnected;
+            state.last_error = Some(cause(text));
+            state.retry_at = Some(Instant::now());
+        });
+    }
+
+    fn shown(aggregate: &Aggregate) -> String {
+        let state = aggregate.watch().state();
+        state
+            .last_error()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
+
+    /// Down, the pool shows the cause that came last, whichever connection
+    /// it came from.
+    #[tokio::test(start_paused = true)]
+    async fn the_newest_cause_is_shown_from_any_connection() {
+        let aggregate = Aggregate::new();
+        let first = member(&aggregate, 0, Phase::Connected);
+        let second = member(&aggregate, 1, Phase::Connected);
+        fail(&first, "first down");
+        fail(&second, "second down");
+        assert_eq!(aggregate.watch().phase(), Phase::Disconnected);
+        assert_eq!(shown(&aggregate), "second down");
+        fail(&first, "first again");
+        assert_eq!(shown(&aggregate), "first again");
+    }
+
+    /// A removed endpoint's cause is not shown, though it came last.
+    #[tokio::test(start_paused = true)]
+    async fn a_removed_endpoints_cause_is_not_shown() {
+        let outer = Aggregate::new();
+        let (kept, removed) = (Aggregate::new(), Aggregate::new());
+        let kept_member = member(&kept, 0, Phase::Connected);
+        let removed_member = member(&removed, 0, Phase::Connected);
+        outer.join_pool(&kept);
+        outer.join_pool(&removed);
+        fail(&kept_member, "kept down");
+        fail(&removed_member, "removed down");
+        assert_eq!(shown(&outer), "removed down");
+        outer.leave(&removed);
+        assert_eq!(outer.watch().phase(), Phase::Disconnected);
+        assert_eq!(shown(&outer), "kept down");
+    }
+
+    /// The none-up hook runs when the last connection up fails and at each
+    /// new failure after, not when a connection down starts its next
+    /// attempt or its counters move.
+    #[tokio::test(start_paused = true)]
+    async fn the_none_up_hook_runs_once_per_failure_with_none_up() {
+        let aggregate = Aggregate::new();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = calls.clone();
+        aggregate.on_none_up(Arc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }));
+        let count = || calls.load(Ordering::SeqCst);
+        let first = member(&aggregate, 0, Phase::Connected);
+        let second = member(&aggregate, 1, Phase::Connected);
+        fail(&first, "first down");
+        assert_eq!(count(), 0, "one is still up");
+        fail(&second, "second down");
+        assert_eq!(count(), 1, "none is up");
+
+        // Attempting again: no retry time, the same cause.
+        first.update(|state| {
+            state.retry_at = None;
+            state.attempt += 1;
+        });
+        second.update(|state| state.disconnects += 1);
+        assert_eq!(aggregate.watch().phase(), Phase::Disconnected);
+        assert_eq!(count(), 1, "nothing failed since");
+
+        fail(&first, "first again");
+        assert_eq!(count(), 2, "a new failure");
     }
 
     /// An endpoint removed while its pool still has a connection open keeps

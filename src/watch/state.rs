@@ -175,3 +175,39 @@ impl fmt::Debug for ConnectionState {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PHASES: [Phase; 5] = [
+        Phase::Idle,
+        Phase::Connecting,
+        Phase::Connected,
+        Phase::Disconnected,
+        Phase::Closed,
+    ];
+
+    /// Logs and error messages print a phase as one lower-case word.
+    #[test]
+    fn a_phase_displays_as_a_lower_case_word() {
+        let shown: Vec<String> = PHASES.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["idle", "connecting", "connected", "disconnected", "closed"]
+        );
+    }
+
+    /// `is_connected` and `is_closed` each hold in their one phase only.
+    #[test]
+    fn is_connected_and_is_closed_hold_in_their_phase_only() {
+        for phase in PHASES {
+            let state = ConnectionState {
+                phase,
+                ..ConnectionState::idle()
+            };
+            assert_eq!(state.is_connected(), phase == Phase::Connected, "{phase}");
+            assert_eq!(state.is_closed(), phase == Phase::Closed, "{phase}");
+        }
+    }
+}
