@@ -313,7 +313,12 @@ impl fmt::Debug for Delays {
 /// `d` spread uniformly over ±`fraction` of itself, for deadlines that many
 /// connections would otherwise reach at once.
 pub(crate) fn jittered(d: Duration, fraction: f64) -> Duration {
-    let factor = 1.0 + fraction * (2.0 * Rng::new().next_f64() - 1.0);
+    jittered_at(d, fraction, Rng::new().next_f64())
+}
+
+/// `d` at the point `u` (in `[0, 1)`) of the band ±`fraction` around it.
+fn jittered_at(d: Duration, fraction: f64, u: f64) -> Duration {
+    let factor = 1.0 + fraction * (2.0 * u - 1.0);
     Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(d)
 }
 
@@ -470,5 +475,49 @@ mod tests {
         let a: Vec<_> = b.iter().take(4).collect();
         let c: Vec<_> = b.iter().take(4).collect();
         assert_ne!(a, c);
+    }
+
+    /// The generator is splitmix64: from seed 0 it gives the reference
+    /// sequence (Steele, Lea and Flood's, as published with xoshiro).
+    #[test]
+    fn rng_is_splitmix64() {
+        let mut rng = Rng(0);
+        let first: Vec<u64> = (0..4).map(|_| rng.next_u64()).collect();
+        assert_eq!(
+            first,
+            [
+                0xE220_A839_7B1D_CDAF,
+                0x6E78_9E6A_A1B9_65F4,
+                0x06C4_5D18_8009_454F,
+                0xF88B_B8A8_724C_81EC,
+            ]
+        );
+    }
+
+    /// `below(n)` gives every value of `0..n` and nothing else.
+    #[test]
+    fn below_covers_its_range_only() {
+        let mut rng = Rng(0);
+        let mut seen = [0u32; 7];
+        for _ in 0..7_000 {
+            seen[rng.below(7)] += 1;
+        }
+        // Each about 1,000; a generator this far off is broken.
+        assert!(seen.iter().all(|&n| (800..1_200).contains(&n)), "{seen:?}");
+    }
+
+    /// A jittered deadline lies where its draw says in the band: the low
+    /// end at 0, the deadline itself at ½, the high end at 1.
+    #[test]
+    fn jittered_maps_its_draw_onto_the_band() {
+        let age = Duration::from_secs(60);
+        let at = |u| jittered_at(age, 0.1, u).as_secs_f64();
+        assert!((at(0.0) - 54.0).abs() < 1e-9, "{}", at(0.0));
+        assert!((at(0.5) - 60.0).abs() < 1e-9, "{}", at(0.5));
+        assert!((at(1.0) - 66.0).abs() < 1e-9, "{}", at(1.0));
+        for _ in 0..100 {
+            let d = jittered(age, 0.1);
+            assert!(d >= Duration::from_secs(54) && d < Duration::from_secs(66));
+        }
     }
 }
