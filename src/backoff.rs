@@ -316,7 +316,8 @@ pub(crate) fn jittered(d: Duration, fraction: f64) -> Duration {
     jittered_at(d, fraction, Rng::new().next_f64())
 }
 
-/// `d` at the point `u` (in `[0, 1)`) of the band ±`fraction` around it.
+/// `d` at the point `u` of the band ±`fraction` around it: its low end at
+/// 0, its high end at 1 (a draw is in `[0, 1)`).
 fn jittered_at(d: Duration, fraction: f64, u: f64) -> Duration {
     let factor = 1.0 + fraction * (2.0 * u - 1.0);
     Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(d)
